@@ -1,0 +1,1 @@
+"""Open Feedback Arena: a public chat arena with a live human-feedback loop."""
