@@ -1,0 +1,87 @@
+"""Open Feedback Arena: wires the registry, the store, the model clients and the UI, then launches.
+
+    python app.py [--models models.yaml] [--data-dir data]   (python app.py --help for all flags)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402  (must follow the analytics default above)
+
+from arena.clients import ModelClient  # noqa: E402
+from arena.config import ConfigError, Registry, load_registry  # noqa: E402
+from arena.demo_server import PERSONAS, DemoServer  # noqa: E402
+from arena.service import BattleService  # noqa: E402
+from arena.settings import Settings, parse_settings  # noqa: E402
+from arena.store import Store, StoreVersionError  # noqa: E402
+from arena.ui import build_ui  # noqa: E402
+
+log = logging.getLogger("arena")
+
+
+@dataclass(frozen=True)
+class Arena:
+    """Everything a running arena holds."""
+
+    settings: Settings
+    registry: Registry
+    store: Store
+    service: BattleService
+    blocks: gr.Blocks
+
+
+@contextmanager
+def open_arena(settings: Settings) -> Iterator[Arena]:
+    """Build the arena; on exit stop the demo server and close the store."""
+    registry = load_registry(settings.models_path)
+    with ExitStack() as stack:
+        base_urls = {m.name: m.endpoint for m in registry.enabled if not m.is_demo}
+        demo_models = [m for m in registry.enabled if m.is_demo]
+        if demo_models:
+            unknown = sorted({m.persona for m in demo_models} - set(PERSONAS))
+            if unknown:
+                raise ConfigError(
+                    f"{settings.models_path}: unknown built-in personas {unknown}; "
+                    f"available: {', '.join(PERSONAS)}"
+                )
+            server = stack.enter_context(
+                DemoServer(token_latency_ms=settings.demo_token_latency_ms)
+            )
+            base_urls |= {m.name: server.base_url(m.persona) for m in demo_models}
+            log.info("built-in demo server at %s", server.url)
+        store = stack.enter_context(Store.open(settings.data_dir))
+        clients = {m.name: ModelClient(m, base_urls[m.name]) for m in registry.enabled}
+        service = BattleService(registry, store, clients, settings.limits)
+        blocks = build_ui(
+            service,
+            registry,
+            ip_salt=store.ip_salt,
+            concurrency_limit=settings.concurrency_limit,
+        )
+        blocks.queue(default_concurrency_limit=settings.concurrency_limit)
+        yield Arena(settings, registry, store, service, blocks)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = parse_settings(argv)
+    try:
+        with open_arena(settings) as arena:
+            # Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself.
+            arena.blocks.launch(max_threads=settings.concurrency_limit)
+    except (ConfigError, StoreVersionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The arena service: what the UI calls. It runs battles against the model clients and the store.
+
+The UI holds one `Battle` per browser session (server-side Gradio state) and passes it in; every rule
+about what may happen next lives in `arena.battles`, and every write goes through `arena.store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from arena.battles import Battle, BattleError, Limits, Phase, Side, draw_pair
+from arena.config import ModelEntry, Registry
+from arena.replies import Message, Reply
+from arena.store import Store
+from arena.votes import Winner
+
+UPDATE_INTERVAL_S = 0.05
+"""At most 20 UI updates a second per battle: tokens arriving faster are coalesced."""
+
+
+class StreamingClient(Protocol):
+    def stream(self, messages: list[Message]) -> AsyncIterator[Reply]: ...
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who acts: the arena's own session id, a salted hash of the IP, the logged-in user if any."""
+
+    session_id: str
+    ip_hash: str | None = None
+    username: str | None = None
+
+
+class BattleService:
+    """Anonymous battles: draw a pair, stream both replies at once, take one vote."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        clients: Mapping[str, StreamingClient],
+        limits: Limits,
+        rng: random.Random | None = None,
+        update_interval_s: float = UPDATE_INTERVAL_S,
+    ) -> None:
+        missing = [m.name for m in registry.battle_candidates if m.name not in clients]
+        if missing:
+            raise ValueError(f"no client for battle models {missing}")
+        self._registry = registry
+        self._store = store
+        self._clients = clients
+        self.limits = limits
+        self._rng = rng or random.SystemRandom()
+        self._update_interval_s = update_interval_s
+
+    def new_battle(self, visitor: Visitor) -> Battle:
+        """An empty battle; its pair is drawn when the first message is sent."""
+        return Battle(session_id=visitor.session_id)
+
+    async def send(self, battle: Battle, prompt: str, visitor: Visitor) -> AsyncIterator[Battle]:
+        """Send a user message to both sides and stream their replies.
+
+        Raises `BattleError` before the first update if the battle cannot take this message.
+        """
+        self._check_owner(battle, visitor)
+        battle.check_can_send(prompt, self.limits)
+        if battle.sides is None:
+            await asyncio.to_thread(self._open, battle, visitor)
+        else:
+            for side in battle.sides:
+                side.history.append({"role": "user", "content": battle.prompts[-1]})
+                side.history.append({"role": "assistant", "content": side.reply.text})
+        battle.prompts.append(prompt)
+        battle.attempt = 0
+        turn = battle.turns - 1
+        for side in battle.sides:
+            await asyncio.to_thread(
+                self._store.add_user_message, side.conversation_id, turn=turn, content=prompt
+            )
+        async for update in self._stream_both(battle):
+            yield update
+
+    async def regenerate(self, battle: Battle, visitor: Visitor) -> AsyncIterator[Battle]:
+        """Ask both sides again for the current turn; the replaced replies stay in the store."""
+        self._check_owner(battle, visitor)
+        battle.check_can_regenerate()
+        battle.attempt += 1
+        async for update in self._stream_both(battle):
+            yield update
+
+    def vote(self, battle: Battle, winner: Winner, visitor: Visitor) -> Battle:
+        """Record the one vote of this battle; committed to disk before this returns."""
+        self._check_owner(battle, visitor)
+        battle.check_can_vote()
+        self._store.record_vote(
+            battle_id=battle.id,
+            session_id=visitor.session_id,
+            winner=winner,
+            username=visitor.username,
+            ip_hash=visitor.ip_hash,
+        )
+        battle.winner = winner
+        battle.phase = Phase.VOTED
+        return battle
+
+    @staticmethod
+    def _check_owner(battle: Battle, visitor: Visitor) -> None:
+        if battle.session_id != visitor.session_id:
+            raise BattleError("This battle belongs to another session.")
+
+    def _open(self, battle: Battle, visitor: Visitor) -> None:
+        model_a, model_b = draw_pair(self._registry.battle_candidates, self._rng)
+        self._store.record_session(
+            visitor.session_id, ip_hash=visitor.ip_hash, username=visitor.username
+        )
+        conversation_a, conversation_b = self._store.start_battle(
+            battle_id=battle.id,
+            session_id=visitor.session_id,
+            model_a=model_a.name,
+            model_b=model_b.name,
+            anony=True,
+        )
+        battle.sides = (Side(model_a, conversation_a), Side(model_b, conversation_b))
+
+    async def _stream_both(self, battle: Battle) -> AsyncIterator[Battle]:
+        """Stream both sides concurrently, yielding the battle at most every update interval."""
+        assert battle.sides is not None
+        battle.phase = Phase.STREAMING
+        turn, attempt = battle.turns - 1, battle.attempt
+        prompt: Message = {"role": "user", "content": battle.prompts[-1]}
+        changed = asyncio.Event()
+        recorded: set[int] = set()
+
+        async def pump(index: int, side: Side) -> None:
+            side.reply = Reply(model=side.model.name)
+            async for reply in self._clients[side.model.name].stream([*side.history, prompt]):
+                side.reply = reply
+                changed.set()
+            recorded.add(index)
+            await asyncio.to_thread(self._record_reply, side, turn, attempt)
+
+        tasks = [asyncio.create_task(pump(i, side)) for i, side in enumerate(battle.sides)]
+        try:
+            while pending := [task for task in tasks if not task.done()]:
+                waiter = asyncio.create_task(changed.wait())
+                await asyncio.wait([waiter, *pending], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                changed.clear()
+                yield battle
+                await asyncio.sleep(self._update_interval_s)
+            for task in tasks:
+                task.result()
+            battle.settle()
+            yield battle
+        finally:
+            for task in tasks:
+                task.cancel()
+            # A reader who leaves mid-stream still leaves a record of what was generated.
+            for index, side in enumerate(battle.sides):
+                if index not in recorded:
+                    self._record_reply(side, turn, attempt)
+            if battle.phase is Phase.STREAMING:
+                battle.phase = Phase.FAILED
+
+    def _record_reply(self, side: Side, turn: int, attempt: int) -> None:
+        assert side.reply is not None
+        self._store.add_reply(
+            side.conversation_id,
+            turn=turn,
+            attempt=attempt,
+            reply=side.reply,
+            parameters=_parameters(side.model),
+        )
+
+
+def _parameters(entry: ModelEntry) -> dict[str, object]:
+    return {"model_id": entry.model_id, **entry.parameters.model_dump()}
