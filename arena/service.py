@@ -15,7 +15,7 @@ from typing import Protocol
 from arena.battles import Battle, BattleError, Limits, Phase, Side, draw_pair
 from arena.config import ModelEntry, Registry
 from arena.replies import Message, Reply
-from arena.store import Store
+from arena.store import Store, VoteRejected
 from arena.votes import Winner
 
 UPDATE_INTERVAL_S = 0.05
@@ -96,13 +96,17 @@ class BattleService:
         """Record the one vote of this battle; committed to disk before this returns."""
         self._check_owner(battle, visitor)
         battle.check_can_vote()
-        self._store.record_vote(
-            battle_id=battle.id,
-            session_id=visitor.session_id,
-            winner=winner,
-            username=visitor.username,
-            ip_hash=visitor.ip_hash,
-        )
+        try:
+            self._store.record_vote(
+                battle_id=battle.id,
+                session_id=visitor.session_id,
+                winner=winner,
+                username=visitor.username,
+                ip_hash=visitor.ip_hash,
+            )
+        except VoteRejected as rejected:
+            # Two concurrent requests of one session can both pass the in-memory check.
+            raise BattleError(str(rejected)) from None
         battle.winner = winner
         battle.phase = Phase.VOTED
         return battle

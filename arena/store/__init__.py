@@ -1,0 +1,530 @@
+"""The arena's record: sessions, battles, conversations, messages and votes in one DuckDB file.
+
+Every method is synchronous, safe to call from any thread, and has committed its write when it
+returns. DuckDB 2 refuses a connection that is busy in another thread, so the store keeps one
+connection to the file and runs each call on a fresh cursor of it (cursors share the database and
+see each other's commits). Ids are UUID strings generated here, except the session and battle ids,
+which the caller owns. Timestamps are UTC (``TIMESTAMPTZ``) and come back as aware datetimes.
+Client addresses never reach the store: only their salted hash (see `arena.privacy`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypedDict
+
+import duckdb
+import pandas as pd
+
+from arena.replies import Reply
+from arena.store.migrations import (
+    LATEST_VERSION,
+    StoreError,
+    StoreVersionError,
+    migrate,
+    read_version,
+    refuse_newer,
+)
+from arena.votes import Winner
+
+__all__ = [
+    "LATEST_VERSION",
+    "RecordRejected",
+    "Store",
+    "StoreError",
+    "StoreVersionError",
+    "VoteRecord",
+    "VoteRejected",
+]
+
+FILE_NAME = "arena.duckdb"
+_DIRECT_MODES = ("direct",)
+"""Modes of conversations outside a battle; battle conversations come from `Store.start_battle`."""
+
+
+class RecordRejected(StoreError, ValueError):
+    """A write the store refused: an unknown id, an out-of-order turn, a duplicate."""
+
+
+class VoteRejected(RecordRejected):
+    """A vote the store refused: unknown battle, another session's battle, or a second vote."""
+
+
+class VoteRecord(TypedDict):
+    id: str
+    battle_id: str
+    session_id: str
+    winner: Winner
+    username: str | None
+    ip_hash: str | None
+    created_at: datetime
+
+
+class Store:
+    """The arena's DuckDB file. Open with `Store.open(data_dir)`; close, or use as a context."""
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Store:
+        """The store in ``data_dir`` (created if missing), in the file ``arena.duckdb``."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(data_dir / FILE_NAME)
+
+    def __init__(self, path: Path) -> None:
+        """Open (or create) the file at ``path`` and migrate it to the latest schema.
+
+        Raises `StoreVersionError` for a file written by newer code, without touching it.
+        """
+        self.path = Path(path)
+        if self.path.exists():
+            # A read-only look first: a file we must refuse is then never opened for writing
+            # (a read-write open may replay and checkpoint its write-ahead log).
+            try:
+                probe = duckdb.connect(str(self.path), read_only=True)
+            except duckdb.ConnectionException as exc:
+                raise StoreError(
+                    f"{self.path} is already open in this process: share that Store"
+                ) from exc
+            with probe:
+                refuse_newer(self.path, read_version(probe, self.path))
+        self._lock = threading.Lock()
+        con = duckdb.connect(str(self.path))
+        try:
+            # Aware datetimes come back in the session time zone: make that UTC for every cursor.
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
+            self._schema_version = migrate(con, self.path)
+            row = con.execute("SELECT value FROM settings WHERE key = 'ip_salt'").fetchone()
+        except BaseException:
+            con.close()
+            raise
+        assert row is not None, "migration 1 writes the salt"
+        self._ip_salt: str = row[0]
+        self._con: duckdb.DuckDBPyConnection | None = con
+
+    @property
+    def ip_salt(self) -> str:
+        """The secret for `arena.privacy.hash_ip`, made when the file was created."""
+        return self._ip_salt
+
+    @property
+    def schema_version(self) -> int:
+        return self._schema_version
+
+    def close(self) -> None:
+        """Close the file; further calls raise `StoreError`. Closing twice is harmless."""
+        with self._lock:
+            con, self._con = self._con, None
+        if con is not None:
+            con.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own for this call; each statement on it commits on its own."""
+        with self._lock:
+            if self._con is None:
+                raise StoreError(f"the store {self.path} is closed")
+            cursor = self._con.cursor()
+        with cursor:
+            yield cursor
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside a transaction, committed on exit, rolled back on an exception."""
+        with self._cursor() as cursor:
+            cursor.begin()
+            try:
+                yield cursor
+            except BaseException:
+                cursor.rollback()
+                raise
+            cursor.commit()
+
+    def record_session(self, session_id: str, *, ip_hash: str | None, username: str | None) -> None:
+        """Note a browser session. Idempotent: the first record of a session id is kept."""
+        _require_id("session_id", session_id)
+        # The same session recorded at the same moment by another thread trips the key.
+        with (
+            self._cursor() as cursor,
+            suppress(duckdb.ConstraintException, duckdb.TransactionException),
+        ):
+            cursor.execute(
+                "INSERT INTO sessions (id, ip_hash, username) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                [session_id, ip_hash, username],
+            )
+
+    def start_battle(
+        self, *, battle_id: str, session_id: str, model_a: str, model_b: str, anony: bool = True
+    ) -> tuple[str, str]:
+        """Create a battle and its two conversations; returns (conversation_a, conversation_b).
+
+        An anonymous battle's conversations have mode ``battle``, a named one's ``side_by_side``.
+        """
+        _require_id("battle_id", battle_id)
+        _require_id("model_a", model_a)
+        _require_id("model_b", model_b)
+        conversation_a, conversation_b = str(uuid.uuid4()), str(uuid.uuid4())
+        mode = "battle" if anony else "side_by_side"
+        try:
+            with self._transaction() as cursor:
+                self._require_session(cursor, session_id)
+                cursor.execute(
+                    "INSERT INTO battles (id, session_id, model_a, model_b, anony, "
+                    "conversation_a, conversation_b) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        battle_id,
+                        session_id,
+                        model_a,
+                        model_b,
+                        anony,
+                        conversation_a,
+                        conversation_b,
+                    ],
+                )
+                cursor.executemany(
+                    "INSERT INTO conversations (id, session_id, mode, model, battle_id, side) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        [conversation_a, session_id, mode, model_a, battle_id, "a"],
+                        [conversation_b, session_id, mode, model_b, battle_id, "b"],
+                    ],
+                )
+        except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
+            raise RecordRejected(f"battle {battle_id!r} already exists") from exc
+        return conversation_a, conversation_b
+
+    def start_conversation(self, *, session_id: str, mode: str, model: str) -> str:
+        """Create a conversation outside any battle (direct chat); returns its id."""
+        if mode not in _DIRECT_MODES:
+            raise RecordRejected(
+                f"mode {mode!r} cannot start a conversation on its own: use one of "
+                f"{', '.join(_DIRECT_MODES)} (battle conversations come from start_battle)"
+            )
+        _require_id("model", model)
+        conversation_id = str(uuid.uuid4())
+        with self._transaction() as cursor:
+            self._require_session(cursor, session_id)
+            cursor.execute(
+                "INSERT INTO conversations (id, session_id, mode, model) VALUES (?, ?, ?, ?)",
+                [conversation_id, session_id, mode, model],
+            )
+        return conversation_id
+
+    def add_user_message(self, conversation_id: str, *, turn: int, content: str) -> str:
+        """Append the user message of ``turn`` (the next turn: 0, 1, ...); returns its id."""
+        message_id = str(uuid.uuid4())
+        with self._cursor() as cursor:
+            row = _insert_checked(
+                cursor,
+                """
+                INSERT INTO messages (id, conversation_id, turn, attempt, role, content)
+                SELECT $id, c.id, $turn, 0, 'user', $content
+                FROM conversations c
+                WHERE c.id = $conversation AND $turn = (
+                    SELECT count(*) FROM messages m
+                    WHERE m.conversation_id = c.id AND m.role = 'user'
+                )
+                RETURNING id
+                """,
+                {
+                    "id": message_id,
+                    "conversation": conversation_id,
+                    "turn": turn,
+                    "content": content,
+                },
+                f"conversation {conversation_id!r} already has a user message for turn {turn}",
+            )
+            if row is None:
+                self._require_conversation(cursor, conversation_id)
+                (turns,) = _fetch_one(
+                    cursor,
+                    "SELECT count(*) FROM messages WHERE conversation_id = ? AND role = 'user'",
+                    [conversation_id],
+                )
+                raise RecordRejected(
+                    f"conversation {conversation_id!r} has {turns} user turn(s), so its next user "
+                    f"message is turn {turns}, not {turn}"
+                )
+        return message_id
+
+    def add_reply(
+        self,
+        conversation_id: str,
+        *,
+        turn: int,
+        attempt: int,
+        reply: Reply,
+        parameters: dict[str, Any],
+    ) -> str:
+        """Append a model's reply to ``turn``, finished or not; returns its id.
+
+        ``attempt`` is 0 for the first reply to a turn and one more for each regeneration; the
+        earlier attempts stay. ``reply.model`` must be the conversation's model.
+        """
+        try:
+            parameters_json = json.dumps(parameters, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise RecordRejected(f"reply parameters are not JSON: {exc}") from exc
+        error = reply.error
+        message_id = str(uuid.uuid4())
+        with self._cursor() as cursor:
+            row = _insert_checked(
+                cursor,
+                """
+                INSERT INTO messages (id, conversation_id, turn, attempt, role, content, model,
+                    parameters, ttft_ms, total_ms, tokens, finish_reason, error_kind,
+                    error_message, error_status, finished)
+                SELECT $id, c.id, $turn, $attempt, 'assistant', $content, $model, $parameters,
+                    $ttft_ms, $total_ms, $tokens, $finish_reason, $error_kind, $error_message,
+                    $error_status, $finished
+                FROM conversations c
+                WHERE c.id = $conversation AND c.model = $model
+                    AND EXISTS (
+                        SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                        AND m.turn = $turn AND m.role = 'user'
+                    )
+                    AND $attempt = (
+                        SELECT count(*) FROM messages m WHERE m.conversation_id = c.id
+                        AND m.turn = $turn AND m.role = 'assistant'
+                    )
+                RETURNING id
+                """,
+                {
+                    "id": message_id,
+                    "conversation": conversation_id,
+                    "turn": turn,
+                    "attempt": attempt,
+                    "content": reply.text,
+                    "model": reply.model,
+                    "parameters": parameters_json,
+                    "ttft_ms": _ms(reply.ttft_s),
+                    "total_ms": _ms(reply.total_s),
+                    "tokens": reply.tokens,
+                    "finish_reason": reply.finish_reason,
+                    "error_kind": error.kind.value if error else None,
+                    "error_message": error.message if error else None,
+                    "error_status": error.status if error else None,
+                    "finished": reply.finished,
+                },
+                f"conversation {conversation_id!r} already has attempt {attempt} of turn {turn}",
+            )
+            if row is None:
+                self._explain_rejected_reply(cursor, conversation_id, turn, attempt, reply.model)
+        return message_id
+
+    def record_vote(
+        self,
+        *,
+        battle_id: str,
+        session_id: str,
+        winner: Winner,
+        username: str | None,
+        ip_hash: str | None,
+    ) -> str:
+        """Record the one vote of a battle; returns its id.
+
+        Raises `VoteRejected` if the battle is unknown, belongs to another session or already
+        has a vote: checked in the database, behind the service's own checks.
+        """
+        try:
+            winner = Winner(winner)
+        except ValueError:
+            raise VoteRejected(
+                f"{winner!r} is not a vote; use one of {', '.join(w.value for w in Winner)}"
+            ) from None
+        vote_id = str(uuid.uuid4())
+        try:
+            with self._transaction() as cursor:
+                row = cursor.execute(
+                    "SELECT b.session_id, v.id IS NOT NULL FROM battles b "
+                    "LEFT JOIN votes v ON v.battle_id = b.id WHERE b.id = ?",
+                    [battle_id],
+                ).fetchone()
+                if row is None:
+                    raise VoteRejected(f"no battle {battle_id!r} to vote on")
+                owner, voted = row
+                if owner != session_id:
+                    raise VoteRejected(f"battle {battle_id!r} belongs to another session")
+                if voted:
+                    raise VoteRejected(f"battle {battle_id!r} already has a vote")
+                cursor.execute(
+                    "INSERT INTO votes (id, battle_id, session_id, winner, username, ip_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [vote_id, battle_id, session_id, winner.value, username, ip_hash],
+                )
+        except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
+            # Another thread's vote on the same battle got in between the check and the insert.
+            raise VoteRejected(f"battle {battle_id!r} already has a vote") from exc
+        return vote_id
+
+    def vote_for(self, battle_id: str) -> VoteRecord | None:
+        """The vote on a battle, or None if it has none (or there is no such battle)."""
+        with self._cursor() as cursor:
+            row = cursor.execute(
+                "SELECT id, battle_id, session_id, winner, username, ip_hash, created_at "
+                "FROM votes WHERE battle_id = ?",
+                [battle_id],
+            ).fetchone()
+        if row is None:
+            return None
+        vote_id, battle_id, session_id, winner, username, ip_hash, created_at = row
+        return VoteRecord(
+            id=vote_id,
+            battle_id=battle_id,
+            session_id=session_id,
+            winner=Winner(winner),
+            username=username,
+            ip_hash=ip_hash,
+            created_at=created_at,
+        )
+
+    def battles_frame(self) -> pd.DataFrame:
+        """Every voted battle, in vote order, in the lmsys arena format the rating engine reads.
+
+        Columns: question_id (the battle id), model_a, model_b, winner, judge, anony, tstamp
+        (vote time, epoch seconds), turn (user turns), conversation_a and conversation_b (lists
+        of {"role", "content"}, the latest attempt of each turn), language (None for now) and
+        has_error (a latest reply failed or did not finish, or a turn has no reply).
+
+        judge is a pseudonymous voter key: the username of a logged-in voter, else ``ip:`` and
+        the salted IP hash (stable across sessions from one address, so per-voter caps and
+        anomaly tests work), else ``session:`` and the session id. Whoever publishes the frame
+        decides whether usernames may appear.
+        """
+        with self._cursor() as cursor:
+            frame = cursor.execute(_BATTLES_FRAME_SQL).df()
+        # DuckDB hands lists over as numpy arrays; the lmsys format has plain lists.
+        for column in ("conversation_a", "conversation_b"):
+            frame[column] = [list(messages) for messages in frame[column]]
+        return frame
+
+    @staticmethod
+    def _require_session(cursor: duckdb.DuckDBPyConnection, session_id: str) -> None:
+        if cursor.execute("SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone() is None:
+            raise RecordRejected(f"unknown session {session_id!r}: record_session it first")
+
+    @staticmethod
+    def _require_conversation(cursor: duckdb.DuckDBPyConnection, conversation_id: str) -> str:
+        """The conversation's model; raises `RecordRejected` if there is no such conversation."""
+        row = cursor.execute(
+            "SELECT model FROM conversations WHERE id = ?", [conversation_id]
+        ).fetchone()
+        if row is None:
+            raise RecordRejected(f"unknown conversation {conversation_id!r}")
+        return row[0]
+
+    def _explain_rejected_reply(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        conversation_id: str,
+        turn: int,
+        attempt: int,
+        model: str,
+    ) -> None:
+        """Raise `RecordRejected` saying which of add_reply's conditions failed."""
+        expected_model = self._require_conversation(cursor, conversation_id)
+        if model != expected_model:
+            raise RecordRejected(
+                f"a reply from {model!r} cannot join conversation {conversation_id!r}, "
+                f"which is with {expected_model!r}"
+            )
+        has_prompt, attempts = _fetch_one(
+            cursor,
+            "SELECT count(*) FILTER (role = 'user') > 0, count(*) FILTER (role = 'assistant') "
+            "FROM messages WHERE conversation_id = ? AND turn = ?",
+            [conversation_id, turn],
+        )
+        if not has_prompt:
+            raise RecordRejected(
+                f"conversation {conversation_id!r} has no user message for turn {turn} to reply to"
+            )
+        raise RecordRejected(
+            f"turn {turn} of conversation {conversation_id!r} has {attempts} reply attempt(s), "
+            f"so the next is attempt {attempts}, not {attempt}"
+        )
+
+
+def _require_id(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise RecordRejected(f"{name} must be a non-empty string, not {value!r}")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def _fetch_one(
+    cursor: duckdb.DuckDBPyConnection, sql: str, parameters: list[object]
+) -> tuple[Any, ...]:
+    row = cursor.execute(sql, parameters).fetchone()
+    assert row is not None, "an aggregate query returns one row"
+    return row
+
+
+def _insert_checked(
+    cursor: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, object], duplicate: str
+) -> tuple[Any, ...] | None:
+    """Run an ``INSERT ... SELECT ... RETURNING``: the row, or None if its conditions failed.
+
+    The conditions and the insert are one statement, so they hold at the moment of writing; a
+    concurrent insert of the same (conversation, turn, role, attempt) trips the UNIQUE key.
+    """
+    try:
+        return cursor.execute(sql, parameters).fetchone()
+    except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
+        raise RecordRejected(duplicate) from exc
+
+
+_BATTLES_FRAME_SQL = """
+WITH latest AS (
+    SELECT c.battle_id, c.side, m.turn, m.role, m.content,
+        m.role = 'assistant' AND m.finished AND m.error_kind IS NULL AS ok
+    FROM latest_messages m JOIN conversations c ON c.id = m.conversation_id
+    WHERE c.battle_id IN (SELECT battle_id FROM votes)
+),
+transcripts AS (
+    -- One pass per battle for both sides: grouping per conversation and joining twice copies
+    -- every list once more. Lists are sorted afterwards; an ordered list() is slower.
+    SELECT battle_id,
+        list({'turn': turn, 'reply': role <> 'user', 'role': role, 'content': content})
+            FILTER (side = 'a') AS a,
+        list({'turn': turn, 'reply': role <> 'user', 'role': role, 'content': content})
+            FILTER (side = 'b') AS b,
+        count(*) FILTER (side = 'a' AND role = 'user') AS turns_a,
+        count(*) FILTER (side = 'b' AND role = 'user') AS turns_b,
+        -- Some turn has no reply, or its latest reply failed or was cut short.
+        count(*) FILTER (role = 'user') > count(*) FILTER (ok) AS unanswered
+    FROM latest
+    GROUP BY battle_id
+)
+SELECT v.battle_id AS question_id, b.model_a, b.model_b, v.winner,
+    coalesce(v.username, 'ip:' || v.ip_hash, 'session:' || v.session_id) AS judge,
+    b.anony, epoch(v.created_at) AS tstamp, coalesce(t.turns_a, 0)::INTEGER AS turn,
+    list_transform(list_sort(coalesce(t.a, [])), lambda m: {'role': m.role, 'content': m.content})
+        AS conversation_a,
+    list_transform(list_sort(coalesce(t.b, [])), lambda m: {'role': m.role, 'content': m.content})
+        AS conversation_b,
+    NULL::VARCHAR AS language,
+    coalesce(t.unanswered OR t.turns_a <> t.turns_b, true) AS has_error
+FROM votes v
+JOIN battles b ON b.id = v.battle_id
+LEFT JOIN transcripts t ON t.battle_id = v.battle_id
+ORDER BY tstamp, question_id
+"""

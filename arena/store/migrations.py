@@ -1,0 +1,192 @@
+"""The store's schema, as an ordered list of migrations, and the runner that applies them on open.
+
+Each migration runs in one transaction together with the bump of ``settings.schema_version``, so a
+file is always at exactly one known version. Migrations are frozen once released: a change to the
+schema is a new migration at the end of the list, never an edit of an old one, because files
+created by the old code already ran it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from duckdb import DuckDBPyConnection
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked; the message says why."""
+
+
+class StoreVersionError(StoreError):
+    """The database file was written by newer code; it is left untouched."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    """The schema version a file is at once this step has run."""
+    description: str
+    apply: Callable[[DuckDBPyConnection], None]
+    """Runs inside the migration's transaction; must not commit."""
+
+
+WINNERS_V1 = ("model_a", "model_b", "tie", "tie (bothbad)")
+"""The vote outcomes the version-1 CHECK admits: `arena.votes.Winner` when it was written.
+
+Spelled out rather than read from `Winner`, so that changing the enum cannot silently give new files
+a different constraint than old ones; a test holds the two equal.
+"""
+
+
+def _create_tables(con: DuckDBPyConnection) -> None:
+    winners = ", ".join(f"'{w}'" for w in WINNERS_V1)
+    # No FOREIGN KEYs: DuckDB refuses ALTER TABLE on a table that other tables reference, which
+    # would block later migrations. The store checks references itself, with clearer messages.
+    con.execute(
+        f"""
+        CREATE TABLE settings (
+            key VARCHAR PRIMARY KEY,
+            value VARCHAR NOT NULL
+        );
+        CREATE TABLE sessions (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            ip_hash VARCHAR,
+            username VARCHAR
+        );
+        CREATE TABLE battles (
+            id VARCHAR PRIMARY KEY,
+            session_id VARCHAR NOT NULL,
+            model_a VARCHAR NOT NULL,
+            model_b VARCHAR NOT NULL,
+            anony BOOLEAN NOT NULL,
+            conversation_a VARCHAR NOT NULL UNIQUE,
+            conversation_b VARCHAR NOT NULL UNIQUE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE conversations (
+            id VARCHAR PRIMARY KEY,
+            session_id VARCHAR NOT NULL,
+            mode VARCHAR NOT NULL CHECK (mode IN ('battle', 'side_by_side', 'direct')),
+            model VARCHAR NOT NULL,
+            battle_id VARCHAR,
+            side VARCHAR CHECK (side IN ('a', 'b')),
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            CHECK ((battle_id IS NULL) = (side IS NULL)),
+            CHECK ((battle_id IS NULL) = (mode = 'direct'))
+        );
+        CREATE TABLE messages (
+            id VARCHAR PRIMARY KEY,
+            conversation_id VARCHAR NOT NULL,
+            turn INTEGER NOT NULL CHECK (turn >= 0),
+            attempt INTEGER NOT NULL CHECK (attempt >= 0),
+            role VARCHAR NOT NULL CHECK (role IN ('user', 'assistant')),
+            content VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            model VARCHAR,
+            parameters JSON,
+            ttft_ms DOUBLE,
+            total_ms DOUBLE,
+            tokens INTEGER,
+            finish_reason VARCHAR,
+            error_kind VARCHAR,
+            error_message VARCHAR,
+            error_status INTEGER,
+            finished BOOLEAN,
+            -- Append-only: a regenerated reply is a new attempt, never a rewrite of an old one.
+            UNIQUE (conversation_id, turn, role, attempt),
+            CHECK (role = 'assistant' OR attempt = 0),
+            CHECK ((role = 'assistant') = (model IS NOT NULL AND finished IS NOT NULL))
+        );
+        CREATE TABLE votes (
+            id VARCHAR PRIMARY KEY,
+            battle_id VARCHAR NOT NULL UNIQUE,
+            session_id VARCHAR NOT NULL,
+            winner VARCHAR NOT NULL CHECK (winner IN ({winners})),
+            username VARCHAR,
+            ip_hash VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """
+    )
+    # Generated here, once, by the OS's CSPRNG: DuckDB's random() is not meant for secrets.
+    con.execute("INSERT INTO settings VALUES ('ip_salt', ?)", [secrets.token_hex(32)])
+
+
+def _create_latest_messages(con: DuckDBPyConnection) -> None:
+    # One definition of "the conversation as the user last saw it", shared by every reader.
+    con.execute(
+        """
+        CREATE VIEW latest_messages AS
+        SELECT * FROM messages
+        QUALIFY attempt = max(attempt) OVER (PARTITION BY conversation_id, turn, role)
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
+    Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def read_version(con: DuckDBPyConnection, path: Path) -> int:
+    """The schema version of an open file: 0 for an empty one. Reads only."""
+    tables = {
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() AND schema_name = 'main'"
+        ).fetchall()
+    }
+    if not tables:
+        return 0
+    row = (
+        con.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
+        if "settings" in tables
+        else None
+    )
+    if row is None:
+        raise StoreError(
+            f"{path} is a DuckDB file but not an arena store (it has no schema version); "
+            "point the arena at another data folder"
+        )
+    return int(row[0])
+
+
+def refuse_newer(path: Path, version: int, latest: int = LATEST_VERSION) -> None:
+    """Raise `StoreVersionError` if the file is at a version this code does not know."""
+    if version > latest:
+        raise StoreVersionError(
+            f"{path} is at schema version {version}, but this code knows versions up to {latest}: "
+            "it was written by a newer release of the arena. Run that release (or newer), or "
+            "point this one at another data folder. The file was not modified."
+        )
+
+
+def migrate(
+    con: DuckDBPyConnection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Bring the file up to the last of ``migrations``; returns the version it ends at."""
+    version = read_version(con, path)
+    refuse_newer(path, version, migrations[-1].version)
+    for migration in migrations:
+        if migration.version <= version:
+            continue
+        con.begin()
+        try:
+            migration.apply(con)
+            con.execute(
+                "INSERT OR REPLACE INTO settings VALUES ('schema_version', ?)",
+                [str(migration.version)],
+            )
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
+        version = migration.version
+    return version

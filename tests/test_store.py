@@ -1,0 +1,553 @@
+"""The DuckDB store: schema and migrations, write rules, votes, threads and the battles frame."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import duckdb
+import pytest
+
+from arena.privacy import hash_ip
+from arena.replies import ErrorKind, Reply, ReplyError
+from arena.store import (
+    LATEST_VERSION,
+    RecordRejected,
+    Store,
+    StoreError,
+    StoreVersionError,
+    VoteRejected,
+)
+from arena.store.migrations import MIGRATIONS, WINNERS_V1, migrate
+from arena.votes import Winner
+
+FRAME_COLUMNS = [
+    "question_id",
+    "model_a",
+    "model_b",
+    "winner",
+    "judge",
+    "anony",
+    "tstamp",
+    "turn",
+    "conversation_a",
+    "conversation_b",
+    "language",
+    "has_error",
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path) as opened:
+        yield opened
+
+
+def query(path: Path, sql: str, parameters: list[object] | None = None) -> list[tuple]:
+    """Read the file directly (the same process shares the open database)."""
+    with duckdb.connect(str(path)) as con:
+        return con.execute(sql, parameters).fetchall()
+
+
+def ok_reply(model: str, text: str) -> Reply:
+    return Reply(model=model, text=text, tokens=3, ttft_s=0.25, total_s=1.5, finished=True)
+
+
+def play(
+    store: Store,
+    battle_id: str,
+    session_id: str = "s1",
+    turns: int = 1,
+    winner: Winner | None = Winner.MODEL_A,
+) -> tuple[str, str]:
+    """A battle with ``turns`` answered turns on both sides, voted unless winner is None."""
+    store.record_session(session_id, ip_hash=f"hash-{session_id}", username=None)
+    sides = store.start_battle(
+        battle_id=battle_id, session_id=session_id, model_a="alpha", model_b="beta"
+    )
+    for turn in range(turns):
+        for conversation, model in zip(sides, ("alpha", "beta"), strict=True):
+            store.add_user_message(conversation, turn=turn, content=f"question {turn}")
+            store.add_reply(
+                conversation,
+                turn=turn,
+                attempt=0,
+                reply=ok_reply(model, f"{model} answers {turn}"),
+                parameters={"temperature": 0.7},
+            )
+    if winner is not None:
+        store.record_vote(
+            battle_id=battle_id,
+            session_id=session_id,
+            winner=winner,
+            username=None,
+            ip_hash=f"hash-{session_id}",
+        )
+    return sides
+
+
+def test_hash_ip_is_hmac_sha256_keyed_by_the_salt() -> None:
+    # Reference value from `printf 203.0.113.7 | openssl dgst -sha256 -hmac pepper`: a change of
+    # algorithm would silently split every voter's history in two.
+    expected = "f9a092447a622340f8af8ffa67cff0602a7c010205f2a3617d8d6f2ca2392edc"
+    assert hash_ip("203.0.113.7", "pepper") == expected
+    assert hash_ip("203.0.113.7", "salt") != expected
+    assert hash_ip("203.0.113.8", "pepper") != expected
+
+
+def test_open_creates_the_file_with_a_secret_salt_kept_across_reopening(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with Store.open(data_dir) as store:
+        assert store.path == data_dir / "arena.duckdb"
+        assert store.schema_version == LATEST_VERSION
+        salt = store.ip_salt
+    assert len(salt) == 64 and int(salt, 16)
+    with Store(data_dir / "arena.duckdb") as reopened:
+        assert reopened.ip_salt == salt
+    with Store(tmp_path / "other.duckdb") as other:
+        assert other.ip_salt != salt
+
+
+def test_a_vote_survives_closing_and_reopening(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    play(store, "b1", winner=Winner.BOTH_BAD)
+    store.close()
+    with Store.open(tmp_path) as reopened:
+        vote = reopened.vote_for("b1")
+        assert vote is not None and vote["winner"] is Winner.BOTH_BAD
+        assert list(reopened.battles_frame()["question_id"]) == ["b1"]
+
+
+def test_close_is_idempotent_and_a_closed_store_says_so(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        pass
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.vote_for("b1")
+
+
+def test_one_file_is_open_in_one_store_at_a_time(tmp_path: Path) -> None:
+    with Store.open(tmp_path), pytest.raises(StoreError, match="already open in this process"):
+        Store.open(tmp_path)
+
+
+def test_a_file_from_newer_code_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "arena.duckdb"
+    Store(path).close()
+    # Newer code bumps the version and dies before a checkpoint, so the bump sits in the
+    # write-ahead log: merely opening the file for writing would checkpoint it into the file.
+    newer = (
+        f"import duckdb, os; con = duckdb.connect({str(path)!r}); con.execute("
+        f"\"UPDATE settings SET value = '{LATEST_VERSION + 1}' WHERE key = 'schema_version'\"); "
+        "os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", newer], check=True)
+
+    def snapshot() -> dict[str, tuple[str, int]]:
+        return {
+            f.name: (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns)
+            for f in tmp_path.iterdir()
+        }
+
+    before = snapshot()
+    assert set(before) == {"arena.duckdb", "arena.duckdb.wal"}
+    time.sleep(0.01)  # so that a write would show in the modification times
+    with pytest.raises(StoreVersionError) as refused:
+        Store(path)
+    message = str(refused.value)
+    assert str(path) in message
+    assert f"schema version {LATEST_VERSION + 1}" in message
+    assert f"up to {LATEST_VERSION}" in message
+    assert "newer release" in message
+    assert snapshot() == before
+
+
+def test_a_duckdb_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE mine (x INTEGER)")
+    with pytest.raises(StoreError, match="not an arena store"):
+        Store(path)
+    assert query(path, "SELECT table_name FROM duckdb_tables()") == [("mine",)]
+
+
+def test_migrations_are_numbered_one_by_one() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_migrating_a_version_1_file_to_the_latest_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "arena.duckdb"
+    with duckdb.connect(str(path)) as con:
+        assert migrate(con, path, MIGRATIONS[:1]) == 1
+        salt = con.execute("SELECT value FROM settings WHERE key = 'ip_salt'").fetchone()
+        con.execute(
+            """
+            INSERT INTO sessions (id) VALUES ('s1');
+            INSERT INTO battles (id, session_id, model_a, model_b, anony, conversation_a,
+                conversation_b) VALUES ('b1', 's1', 'alpha', 'beta', true, 'ca', 'cb');
+            INSERT INTO conversations (id, session_id, mode, model, battle_id, side) VALUES
+                ('ca', 's1', 'battle', 'alpha', 'b1', 'a'),
+                ('cb', 's1', 'battle', 'beta', 'b1', 'b');
+            INSERT INTO messages (id, conversation_id, turn, attempt, role, content, model,
+                finished) VALUES
+                ('m1', 'ca', 0, 0, 'user', 'hi', NULL, NULL),
+                ('m2', 'ca', 0, 0, 'assistant', 'first', 'alpha', true),
+                ('m3', 'ca', 0, 1, 'assistant', 'second', 'alpha', true),
+                ('m4', 'cb', 0, 0, 'user', 'hi', NULL, NULL),
+                ('m5', 'cb', 0, 0, 'assistant', 'other', 'beta', true);
+            INSERT INTO votes (id, battle_id, session_id, winner) VALUES ('v1', 'b1', 's1', 'tie');
+            """
+        )
+    with Store(path) as store:
+        assert store.schema_version == LATEST_VERSION
+        assert store.ip_salt == salt[0]
+        vote = store.vote_for("b1")
+        assert vote is not None and vote["winner"] is Winner.TIE
+        [row] = store.battles_frame().to_dict("records")
+        assert row["conversation_a"] == [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "second"},
+        ]
+        # The migrated file takes new writes like a fresh one.
+        store.add_user_message("ca", turn=1, content="more")
+
+
+def test_the_winner_check_admits_exactly_the_vote_vocabulary(store: Store) -> None:
+    assert set(WINNERS_V1) == {w.value for w in Winner}
+    with pytest.raises(duckdb.ConstraintException):
+        query(
+            store.path,
+            "INSERT INTO votes (id, battle_id, session_id, winner) VALUES ('v', 'b', 's', 'a')",
+        )
+
+
+def test_record_session_keeps_the_first_record(store: Store) -> None:
+    store.record_session("s1", ip_hash="h1", username=None)
+    store.record_session("s1", ip_hash="h2", username="someone")
+    assert query(store.path, "SELECT id, ip_hash, username FROM sessions") == [("s1", "h1", None)]
+
+
+def test_start_battle_creates_a_battle_and_its_two_conversations(store: Store) -> None:
+    store.record_session("s1", ip_hash=None, username=None)
+    anonymous = store.start_battle(battle_id="b1", session_id="s1", model_a="x", model_b="y")
+    named = store.start_battle(
+        battle_id="b2", session_id="s1", model_a="y", model_b="x", anony=False
+    )
+    rows = query(
+        store.path,
+        "SELECT c.id, c.mode, c.model, c.side, b.anony FROM conversations c "
+        "JOIN battles b ON b.id = c.battle_id ORDER BY b.id, c.side",
+    )
+    assert rows == [
+        (anonymous[0], "battle", "x", "a", True),
+        (anonymous[1], "battle", "y", "b", True),
+        (named[0], "side_by_side", "y", "a", False),
+        (named[1], "side_by_side", "x", "b", False),
+    ]
+
+
+def test_start_battle_needs_a_known_session_and_a_new_battle_id(store: Store) -> None:
+    with pytest.raises(RecordRejected, match="unknown session 's1'"):
+        store.start_battle(battle_id="b1", session_id="s1", model_a="x", model_b="y")
+    store.record_session("s1", ip_hash=None, username=None)
+    store.start_battle(battle_id="b1", session_id="s1", model_a="x", model_b="y")
+    with pytest.raises(RecordRejected, match="battle 'b1' already exists"):
+        store.start_battle(battle_id="b1", session_id="s1", model_a="x", model_b="y")
+    assert query(store.path, "SELECT count(*) FROM conversations") == [(2,)]
+
+
+def test_start_conversation_is_for_direct_chat_only(store: Store) -> None:
+    store.record_session("s1", ip_hash=None, username=None)
+    conversation = store.start_conversation(session_id="s1", mode="direct", model="x")
+    assert query(store.path, "SELECT mode, model, battle_id, side FROM conversations") == [
+        ("direct", "x", None, None)
+    ]
+    store.add_user_message(conversation, turn=0, content="hello")
+    with pytest.raises(RecordRejected, match="start_battle"):
+        store.start_conversation(session_id="s1", mode="battle", model="x")
+
+
+def test_user_turns_must_come_in_order(store: Store) -> None:
+    conversation, _ = play(store, "b1", winner=None)
+    with pytest.raises(RecordRejected, match="unknown conversation 'nope'"):
+        store.add_user_message("nope", turn=0, content="hi")
+    with pytest.raises(RecordRejected, match="next user message is turn 1, not 0"):
+        store.add_user_message(conversation, turn=0, content="again")
+    with pytest.raises(RecordRejected, match="next user message is turn 1, not 2"):
+        store.add_user_message(conversation, turn=2, content="skipped one")
+    store.add_user_message(conversation, turn=1, content="next")
+
+
+def test_a_reply_is_stored_with_its_timings_parameters_and_error(store: Store) -> None:
+    store.record_session("s1", ip_hash=None, username=None)
+    conversation = store.start_conversation(session_id="s1", mode="direct", model="x")
+    store.add_user_message(conversation, turn=0, content="hi")
+    failed = Reply(
+        model="x",
+        text="partial",
+        tokens=2,
+        ttft_s=0.5,
+        total_s=30.0,
+        error=ReplyError(ErrorKind.OVERLOADED, "Too busy.", status=429),
+        finished=True,
+    )
+    store.add_reply(conversation, turn=0, attempt=0, reply=failed, parameters={"top_p": 0.9})
+    row = query(
+        store.path,
+        "SELECT content, model, parameters->>'top_p', ttft_ms, total_ms, tokens, finish_reason, "
+        "error_kind, error_message, error_status, finished, created_at FROM messages "
+        "WHERE role = 'assistant'",
+    )[0]
+    assert row[:-1] == (
+        "partial", "x", "0.9", 500.0, 30000.0, 2, None, "overloaded", "Too busy.", 429, True
+    )  # fmt: skip
+    assert row[-1].utcoffset().total_seconds() == 0
+
+
+def test_regenerating_appends_an_attempt_and_the_frame_shows_the_latest(store: Store) -> None:
+    conversation_a, _ = play(store, "b1", winner=None)
+    store.add_reply(
+        conversation_a,
+        turn=0,
+        attempt=1,
+        reply=ok_reply("alpha", "better answer"),
+        parameters={},
+    )
+    store.record_vote(
+        battle_id="b1", session_id="s1", winner=Winner.MODEL_A, username=None, ip_hash=None
+    )
+    stored = query(
+        store.path,
+        "SELECT attempt, content FROM messages WHERE conversation_id = ? AND role = 'assistant' "
+        "ORDER BY attempt",
+        [conversation_a],
+    )
+    assert stored == [(0, "alpha answers 0"), (1, "better answer")]
+    [row] = store.battles_frame().to_dict("records")
+    assert row["conversation_a"][-1] == {"role": "assistant", "content": "better answer"}
+
+
+def test_replies_that_break_the_rules_are_refused(store: Store) -> None:
+    conversation_a, _ = play(store, "b1", winner=None)
+    refused = {
+        "which is with 'alpha'": dict(turn=0, attempt=1, reply=ok_reply("beta", "wrong side")),
+        "no user message for turn 1": dict(turn=1, attempt=0, reply=ok_reply("alpha", "early")),
+        "next is attempt 1, not 0": dict(turn=0, attempt=0, reply=ok_reply("alpha", "rewrite")),
+        "next is attempt 1, not 2": dict(turn=0, attempt=2, reply=ok_reply("alpha", "skipped")),
+        "not JSON": dict(
+            turn=0, attempt=1, reply=ok_reply("alpha", "x"), parameters={"f": object()}
+        ),
+    }
+    for message, arguments in refused.items():
+        with pytest.raises(RecordRejected, match=message):
+            store.add_reply(conversation_a, **{"parameters": {}, **arguments})
+    with pytest.raises(RecordRejected, match="unknown conversation"):
+        store.add_reply("nope", turn=0, attempt=0, reply=ok_reply("alpha", "x"), parameters={})
+    assert query(store.path, "SELECT count(*) FROM messages WHERE role = 'assistant'") == [(2,)]
+
+
+def test_votes_are_checked_against_the_battle(store: Store) -> None:
+    play(store, "b1", winner=None)
+    store.record_session("s2", ip_hash=None, username=None)
+
+    def vote(battle_id: str, session_id: str) -> str:
+        return store.record_vote(
+            battle_id=battle_id,
+            session_id=session_id,
+            winner=Winner.MODEL_B,
+            username="voter",
+            ip_hash="h",
+        )
+
+    with pytest.raises(VoteRejected, match="no battle 'b9'"):
+        vote("b9", "s1")
+    with pytest.raises(VoteRejected, match="another session"):
+        vote("b1", "s2")
+    assert store.vote_for("b1") is None
+    vote_id = vote("b1", "s1")
+    with pytest.raises(VoteRejected, match="already has a vote"):
+        vote("b1", "s1")
+    with pytest.raises(VoteRejected, match="not a vote"):
+        store.record_vote(
+            battle_id="b1", session_id="s1", winner=cast(Winner, "a"), username=None, ip_hash=None
+        )
+    recorded = store.vote_for("b1")
+    assert recorded is not None
+    assert (recorded["id"], recorded["winner"], recorded["username"]) == (
+        vote_id,
+        Winner.MODEL_B,
+        "voter",
+    )
+    assert recorded["created_at"].utcoffset().total_seconds() == 0
+    assert isinstance(VoteRejected("x"), ValueError)
+
+
+def test_racing_votes_on_one_battle_leave_exactly_one(store: Store) -> None:
+    play(store, "b1", winner=None)
+    start = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def vote() -> None:
+        start.wait()
+        try:
+            store.record_vote(
+                battle_id="b1", session_id="s1", winner=Winner.TIE, username=None, ip_hash=None
+            )
+            outcomes.append("recorded")
+        except VoteRejected:
+            outcomes.append("rejected")
+
+    threads = [threading.Thread(target=vote) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["recorded"] + ["rejected"] * 7
+    assert query(store.path, "SELECT count(*) FROM votes") == [(1,)]
+
+
+def test_many_threads_write_and_read_without_losing_anything(store: Store) -> None:
+    threads_count, votes_each = 16, 50
+    errors: list[BaseException] = []
+    writing = threading.Event()
+    writing.set()
+
+    def voter(index: int) -> None:
+        session_id = f"session-{index}"
+        try:
+            store.record_session(session_id, ip_hash=None, username=None)
+            for number in range(votes_each):
+                battle_id = f"battle-{index}-{number}"
+                conversation_a, _ = store.start_battle(
+                    battle_id=battle_id, session_id=session_id, model_a="alpha", model_b="beta"
+                )
+                if number % 10 == 0:  # some full transcripts, without making the test slow
+                    store.add_user_message(conversation_a, turn=0, content="hi")
+                    store.add_reply(
+                        conversation_a,
+                        turn=0,
+                        attempt=0,
+                        reply=ok_reply("alpha", "hello"),
+                        parameters={},
+                    )
+                winner = list(Winner)[number % 4]
+                store.record_vote(
+                    battle_id=battle_id,
+                    session_id=session_id,
+                    winner=winner,
+                    username=None,
+                    ip_hash=None,
+                )
+                vote = store.vote_for(battle_id)
+                assert vote is not None and vote["winner"] is winner
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while writing.is_set():
+                store.battles_frame()
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    voters = [threading.Thread(target=voter, args=(i,)) for i in range(threads_count)]
+    for thread in readers + voters:
+        thread.start()
+    for thread in voters:
+        thread.join()
+    writing.clear()
+    for thread in readers:
+        thread.join()
+    assert errors == []
+    frame = store.battles_frame()
+    assert len(frame) == frame["question_id"].nunique() == threads_count * votes_each
+    assert query(store.path, "SELECT count(*) FROM messages") == [
+        (threads_count * votes_each // 10 * 2,)
+    ]
+
+
+def test_battles_frame_has_the_arena_format(store: Store) -> None:
+    assert list(store.battles_frame().columns) == FRAME_COLUMNS
+    before = time.time()
+    play(store, "b1", session_id="s1", turns=2, winner=Winner.MODEL_B)
+    play(store, "unvoted", session_id="s1", winner=None)
+    after = time.time()
+    frame = store.battles_frame()
+    assert list(frame.columns) == FRAME_COLUMNS
+    [row] = frame.to_dict("records")
+    assert before - 1 <= row["tstamp"] <= after + 1
+    assert {k: v for k, v in row.items() if k != "tstamp"} == {
+        "question_id": "b1",
+        "model_a": "alpha",
+        "model_b": "beta",
+        "winner": "model_b",
+        "judge": "ip:hash-s1",
+        "anony": True,
+        "turn": 2,
+        "conversation_a": [
+            {"role": "user", "content": "question 0"},
+            {"role": "assistant", "content": "alpha answers 0"},
+            {"role": "user", "content": "question 1"},
+            {"role": "assistant", "content": "alpha answers 1"},
+        ],
+        "conversation_b": [
+            {"role": "user", "content": "question 0"},
+            {"role": "assistant", "content": "beta answers 0"},
+            {"role": "user", "content": "question 1"},
+            {"role": "assistant", "content": "beta answers 1"},
+        ],
+        "language": None,
+        "has_error": False,
+    }
+
+
+def test_battles_frame_orders_by_vote_time_and_keys_judges(store: Store) -> None:
+    for battle_id, username, ip_hash in [
+        ("b1", "alice", "h"),
+        ("b2", None, "h"),
+        ("b3", None, None),
+    ]:
+        store.record_session(battle_id + "-session", ip_hash=None, username=None)
+        store.start_battle(
+            battle_id=battle_id, session_id=battle_id + "-session", model_a="x", model_b="y"
+        )
+        store.record_vote(
+            battle_id=battle_id,
+            session_id=battle_id + "-session",
+            winner=Winner.TIE,
+            username=username,
+            ip_hash=ip_hash,
+        )
+    frame = store.battles_frame()
+    assert list(frame["question_id"]) == ["b1", "b2", "b3"]
+    assert list(frame["judge"]) == ["alice", "ip:h", "session:b3-session"]
+    assert frame["tstamp"].is_monotonic_increasing
+
+
+def test_battles_frame_flags_failed_unfinished_and_missing_replies(store: Store) -> None:
+    def battle(battle_id: str, reply_b: Reply | None) -> None:
+        conversation_a, conversation_b = play(store, battle_id, winner=None)
+        store.add_user_message(conversation_a, turn=1, content="more")
+        store.add_reply(
+            conversation_a, turn=1, attempt=0, reply=ok_reply("alpha", "ok"), parameters={}
+        )
+        store.add_user_message(conversation_b, turn=1, content="more")
+        if reply_b is not None:
+            store.add_reply(conversation_b, turn=1, attempt=0, reply=reply_b, parameters={})
+        store.record_vote(
+            battle_id=battle_id, session_id="s1", winner=Winner.TIE, username=None, ip_hash=None
+        )
+
+    battle("clean", ok_reply("beta", "ok"))
+    battle("failed", Reply(model="beta", finished=True, error=ReplyError(ErrorKind.STALL, "x")))
+    battle("unfinished", Reply(model="beta", text="half"))
+    battle("missing", None)
+    flags = dict(store.battles_frame()[["question_id", "has_error"]].itertuples(index=False))
+    assert flags == {"clean": False, "failed": True, "unfinished": True, "missing": True}
