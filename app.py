@@ -1,6 +1,6 @@
 """Open Feedback Arena: wires the registry, the store, the model clients and the UI, then launches.
 
-    python app.py [--models models.yaml] [--data-dir data]   (python app.py --help for all flags)
+python app.py [--models models.yaml] [--data-dir data]   (python app.py --help for all flags)
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = parse_settings(argv)
     try:
         with open_arena(settings) as arena:

@@ -103,7 +103,9 @@ class ModelEntry(_Strict):
     def _endpoint_is_url_or_builtin(cls, value: str) -> str:
         if value.startswith(BUILTIN_SCHEME):
             if not re.fullmatch(r"[a-z0-9-]+", value.removeprefix(BUILTIN_SCHEME)):
-                raise ValueError("builtin endpoints look like 'builtin:<persona>', e.g. 'builtin:concise'")
+                raise ValueError(
+                    "builtin endpoints look like 'builtin:<persona>', e.g. 'builtin:concise'"
+                )
             return value
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s):// URL or 'builtin:<persona>'")

@@ -144,5 +144,5 @@ def test_unset_token_variable_of_enabled_model_is_an_error(monkeypatch):
 
 
 def test_unreadable_file_names_the_path(tmp_path):
-    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read"):
         load_registry(tmp_path / "missing.yaml")

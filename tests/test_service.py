@@ -1,0 +1,174 @@
+"""The battle service with scripted clients: concurrency, coalescing, cancellation, records."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from arena.battles import BattleError, Limits, Phase
+from arena.config import Registry
+from arena.replies import ErrorKind, Message, Reply, ReplyError
+from arena.service import BattleService, Visitor
+from arena.store import Store
+from arena.votes import Winner
+
+
+class ScriptedClient:
+    """Streams `tokens` tokens `delay_s` apart; optionally fails after `fail_after` tokens."""
+
+    def __init__(self, name: str, tokens: int = 5, delay_s: float = 0.0, fail_after=None):
+        self.name, self.tokens, self.delay_s, self.fail_after = name, tokens, delay_s, fail_after
+        self.started: list[float] = []
+        self.seen: list[list[Message]] = []
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[Reply]:
+        self.started.append(time.monotonic())
+        self.seen.append(list(messages))
+        reply = Reply(model=self.name)
+        for index in range(self.tokens):
+            await asyncio.sleep(self.delay_s)
+            if index == self.fail_after:
+                reply.error = ReplyError(ErrorKind.STREAM_ERROR, "boom")
+                break
+            reply.text += f"{self.name}{index} "
+            reply.tokens += 1
+            yield reply
+        reply.finished = True
+        reply.finish_reason = None if reply.error else "length"
+        yield reply
+
+
+def registry(*names: str) -> Registry:
+    return Registry.model_validate(
+        {
+            "models": [
+                {"name": n, "display_name": n, "organization": "o", "endpoint": "http://x"}
+                for n in names
+            ]
+        }
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path) as store:
+        yield store
+
+
+def make_service(store, clients, limits: Limits | None = None, interval=0.05):
+    return BattleService(
+        registry(*clients),
+        store,
+        clients,
+        limits or Limits(),
+        rng=random.Random(3),
+        update_interval_s=interval,
+    )
+
+
+async def drain(updates: AsyncIterator) -> list:
+    return [update async for update in updates]
+
+
+VISITOR = Visitor(session_id="5f0b6c1e-0000-4000-8000-000000000001", ip_hash="h")
+
+
+def test_both_sides_stream_at_once_and_updates_are_coalesced(store):
+    clients = {n: ScriptedClient(n, tokens=40, delay_s=0.01) for n in ("x", "y")}
+    service = make_service(store, clients, interval=0.05)
+    battle = service.new_battle(VISITOR)
+    started = time.monotonic()
+    updates = asyncio.run(drain(service.send(battle, "hi", VISITOR)))
+    elapsed = time.monotonic() - started
+    assert abs(clients["x"].started[0] - clients["y"].started[0]) < 0.05
+    assert elapsed < 0.4 * 2  # concurrent: about 0.4 s, not 0.8 s
+    # 80 tokens arrived; at most one update per 50 ms (plus the final one) reached the UI.
+    assert len(updates) <= elapsed / 0.05 + 2
+    assert battle.phase is Phase.READY
+    assert all(side.reply.text.count(" ") == 40 for side in battle.sides)
+
+
+def test_vote_is_stored_once_and_names_stay_server_side(store):
+    clients = {n: ScriptedClient(n) for n in ("x", "y")}
+    service = make_service(store, clients)
+    battle = service.new_battle(VISITOR)
+    asyncio.run(drain(service.send(battle, "hi", VISITOR)))
+    service.vote(battle, Winner.TIE, VISITOR)
+    assert store.vote_for(battle.id)["winner"] == Winner.TIE
+    with pytest.raises(BattleError, match="already has your vote"):
+        service.vote(battle, Winner.MODEL_A, VISITOR)
+    intruder = Visitor(session_id="5f0b6c1e-0000-4000-8000-000000000002")
+    with pytest.raises(BattleError, match="another session"):
+        service.vote(battle, Winner.MODEL_B, intruder)
+    assert store.vote_for(battle.id)["winner"] == Winner.TIE
+
+
+def test_failed_side_blocks_the_vote_while_the_other_side_finishes(store):
+    clients = {"x": ScriptedClient("x", tokens=30), "y": ScriptedClient("y", fail_after=2)}
+    service = make_service(store, clients)
+    battle = service.new_battle(VISITOR)
+    asyncio.run(drain(service.send(battle, "hi", VISITOR)))
+    replies = {side.model.name: side.reply for side in battle.sides}
+    assert replies["x"].ok and replies["x"].tokens == 30
+    assert replies["y"].error.kind is ErrorKind.STREAM_ERROR and replies["y"].text == "y0 y1 "
+    assert battle.phase is Phase.FAILED
+    with pytest.raises(BattleError, match="cannot be voted on"):
+        service.vote(battle, Winner.MODEL_A, VISITOR)
+    # Regenerating fixes nothing on a model that keeps failing, but it is allowed and recorded.
+    asyncio.run(drain(service.regenerate(battle, VISITOR)))
+    assert battle.attempt == 1
+
+
+def test_second_turn_sends_the_history_to_each_side(store):
+    clients = {n: ScriptedClient(n, tokens=2) for n in ("x", "y")}
+    service = make_service(store, clients)
+    battle = service.new_battle(VISITOR)
+    asyncio.run(drain(service.send(battle, "first", VISITOR)))
+    asyncio.run(drain(service.send(battle, "second", VISITOR)))
+    for name, client in clients.items():
+        assert client.seen[1] == [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": f"{name}0 {name}1 "},
+            {"role": "user", "content": "second"},
+        ]
+    service.vote(battle, Winner.MODEL_B, VISITOR)
+    row = store.battles_frame().iloc[0]
+    assert row["turn"] == 2
+    assert [m["content"] for m in row["conversation_a"]][::2] == ["first", "second"]
+
+
+def test_limits_are_checked_before_anything_is_sent(store):
+    clients = {n: ScriptedClient(n) for n in ("x", "y")}
+    service = make_service(store, clients, limits=Limits(max_prompt_chars=5, max_turns=1))
+    battle = service.new_battle(VISITOR)
+    with pytest.raises(BattleError, match="limit is 5"):
+        asyncio.run(drain(service.send(battle, "too long", VISITOR)))
+    assert battle.sides is None and not clients["x"].started
+    asyncio.run(drain(service.send(battle, "ok", VISITOR)))
+    with pytest.raises(BattleError, match="limit of 1 turns"):
+        asyncio.run(drain(service.send(battle, "again", VISITOR)))
+
+
+def test_a_reader_leaving_mid_stream_still_leaves_a_record(store):
+    clients = {n: ScriptedClient(n, tokens=100, delay_s=0.01) for n in ("x", "y")}
+    service = make_service(store, clients, interval=0.01)
+
+    async def leave_early():
+        battle = service.new_battle(VISITOR)
+        updates = service.send(battle, "hi", VISITOR)
+        await anext(updates)
+        await anext(updates)
+        await updates.aclose()
+        return battle
+
+    battle = asyncio.run(leave_early())
+    assert battle.phase is Phase.FAILED
+    with store._cursor() as cursor:
+        rows = cursor.execute(
+            "SELECT finished, length(content) > 0 FROM messages WHERE role = 'assistant'"
+        ).fetchall()
+    assert sorted(rows) == [(False, True), (False, True)]
