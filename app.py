@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402  (must follow the analytics default above)
+import gradio as gr
 
-from arena.clients import ModelClient  # noqa: E402
-from arena.config import ConfigError, Registry, load_registry  # noqa: E402
-from arena.demo_server import PERSONAS, DemoServer  # noqa: E402
-from arena.service import BattleService  # noqa: E402
-from arena.settings import Settings, parse_settings  # noqa: E402
-from arena.store import Store, StoreVersionError  # noqa: E402
-from arena.ui import build_ui  # noqa: E402
+from arena.clients import ModelClient
+from arena.config import ConfigError, Registry, load_registry
+from arena.demo_server import PERSONAS, DemoServer
+from arena.service import BattleService
+from arena.settings import Settings, parse_settings
+from arena.store import Store, StoreVersionError
+from arena.ui import build_ui
 
 log = logging.getLogger("arena")
 

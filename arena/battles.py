@@ -56,7 +56,7 @@ def draw_pair(
 
 
 def prompt_problem(prompt: str, turns_done: int, limits: Limits) -> str | None:
-    """Why a prompt cannot be sent, or None when it can. Empty prompts are the caller's to ignore."""
+    """Why a prompt cannot be sent, or None if it can. Empty prompts are the caller's to ignore."""
     if turns_done >= limits.max_turns:
         return (
             f"This battle has reached its limit of {limits.max_turns} turns. "
@@ -127,7 +127,8 @@ class Battle:
             raise BattleError("Wait for both replies to finish before voting.")
         if self.phase is Phase.FAILED:
             raise BattleError(
-                "A reply failed, so this battle cannot be voted on. Regenerate or start a new round."
+                "A reply failed, so this battle cannot be voted on. "
+                "Regenerate or start a new round."
             )
 
     def settle(self) -> None:

@@ -1,8 +1,8 @@
 """The model registry: ``models.yaml`` parsed and validated.
 
-Every entry is checked on load; an error names the file, the entry, the field and what is allowed, so a
-model owner can fix their file without reading this code. Unknown keys are errors: a misspelt
-``temprature`` must not be silently ignored.
+Every entry is checked on load; an error names the file, the entry, the field and what is
+allowed, so a model owner can fix their file without reading this code. Unknown keys are
+errors: a misspelt ``temprature`` must not be silently ignored.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Protocol(StrEnum):
     TGI = "tgi"
     """TGI's native ``/generate_stream`` (the prompt is rendered with the entry's chat template)."""
     OPENAI = "openai"
-    """OpenAI-style ``/v1/chat/completions``: TGI, vLLM, SGLang, llama.cpp, Ollama, Inference Providers."""
+    """OpenAI-style ``/v1/chat/completions``: TGI, vLLM, SGLang, llama.cpp, Ollama, Providers."""
 
 
 class _Strict(BaseModel):
@@ -80,10 +80,10 @@ class ModelEntry(_Strict):
     display_name: Annotated[str, Field(min_length=1, max_length=80)]
     organization: Annotated[str, Field(min_length=1, max_length=80)]
     endpoint: Annotated[str, Field(min_length=1)]
-    """Base URL of the server (``https://...``), or ``builtin:<persona>`` for the built-in demo server."""
+    """Base URL of the server (``https://...``), or ``builtin:<persona>`` for the demo server."""
     protocol: Protocol = Protocol.OPENAI
     model_id: Annotated[str, Field(min_length=1)] = "tgi"
-    """The ``model`` field of chat requests. TGI wants "tgi"; vLLM, Ollama and Providers want a model id."""
+    """The ``model`` field of chat requests: "tgi" for TGI; vLLM, Ollama, Providers want an id."""
     token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     """Name of the environment variable holding the endpoint's token (never the token itself)."""
     parameters: GenerationParameters = GenerationParameters()

@@ -1,7 +1,8 @@
 """The arena service: what the UI calls. It runs battles against the model clients and the store.
 
-The UI holds one `Battle` per browser session (server-side Gradio state) and passes it in; every rule
-about what may happen next lives in `arena.battles`, and every write goes through `arena.store`.
+The UI holds one `Battle` per browser session (server-side Gradio state) and passes it in; every
+rule about what may happen next lives in `arena.battles`, and every write goes through
+`arena.store`.
 """
 
 from __future__ import annotations
