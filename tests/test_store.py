@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -18,6 +19,7 @@ from arena.privacy import hash_ip
 from arena.replies import ErrorKind, Reply, ReplyError
 from arena.store import (
     LATEST_VERSION,
+    LeaderboardSnapshot,
     RecordRejected,
     Store,
     StoreError,
@@ -216,6 +218,30 @@ def test_migrating_a_version_1_file_to_the_latest_keeps_its_data(tmp_path: Path)
         ]
         # The migrated file takes new writes like a fresh one.
         store.add_user_message("ca", turn=1, content="more")
+        assert store.leaderboard_history(category=None, style_control=False) == []
+
+
+def test_leaderboard_snapshots_are_kept_per_view_in_time_order(store: Store) -> None:
+    def snapshot(minute: int, category: str | None, rating: float) -> LeaderboardSnapshot:
+        return LeaderboardSnapshot(
+            computed_at=datetime(2026, 11, 22, 3, minute, tzinfo=UTC),
+            category=category,
+            style_control=False,
+            battles_used=10 + minute,
+            records=[{"model": "alpha", "rating": rating}],
+        )
+
+    assert store.vote_count() == 0
+    store.save_leaderboard(snapshot(5, None, 1010.0))
+    store.save_leaderboard(snapshot(1, None, 1001.5))
+    store.save_leaderboard(snapshot(3, "coding", 990.0))
+    history = store.leaderboard_history(category=None, style_control=False)
+    assert [s["records"][0]["rating"] for s in history] == [1001.5, 1010.0]
+    assert history[0]["computed_at"] == datetime(2026, 11, 22, 3, 1, tzinfo=UTC)
+    assert history[1]["battles_used"] == 15
+    [coding] = store.leaderboard_history(category="coding", style_control=False)
+    assert coding["category"] == "coding"
+    assert store.leaderboard_history(category=None, style_control=True) == []
 
 
 def test_the_winner_check_admits_exactly_the_vote_vocabulary(store: Store) -> None:

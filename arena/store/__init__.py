@@ -36,6 +36,7 @@ from arena.votes import Winner
 
 __all__ = [
     "LATEST_VERSION",
+    "LeaderboardSnapshot",
     "RecordRejected",
     "Store",
     "StoreError",
@@ -65,6 +66,15 @@ class VoteRecord(TypedDict):
     username: str | None
     ip_hash: str | None
     created_at: datetime
+
+
+class LeaderboardSnapshot(TypedDict):
+    computed_at: datetime
+    category: str | None
+    style_control: bool
+    battles_used: int
+    records: list[dict[str, Any]]
+    """The leaderboard table, one dict per model (model, rating, ci_lower, ci_upper, ...)."""
 
 
 class Store:
@@ -414,6 +424,51 @@ class Store:
         for column in ("conversation_a", "conversation_b"):
             frame[column] = [list(messages) for messages in frame[column]]
         return frame
+
+    def vote_count(self) -> int:
+        """How many votes are stored: a cheap test of whether a leaderboard is stale."""
+        with self._cursor() as cursor:
+            return _fetch_one(cursor, "SELECT count(*) FROM votes", [])[0]
+
+    def save_leaderboard(self, snapshot: LeaderboardSnapshot) -> str:
+        """Keep one computed leaderboard; returns the snapshot's id."""
+        snapshot_id = str(uuid.uuid4())
+        with self._cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO leaderboard_snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    snapshot_id,
+                    snapshot["computed_at"],
+                    snapshot["category"],
+                    snapshot["style_control"],
+                    snapshot["battles_used"],
+                    json.dumps(snapshot["records"]),
+                ],
+            )
+        return snapshot_id
+
+    def leaderboard_history(
+        self, *, category: str | None, style_control: bool
+    ) -> list[LeaderboardSnapshot]:
+        """Every stored leaderboard of one view (category and style control), oldest first."""
+        with self._cursor() as cursor:
+            rows = cursor.execute(
+                "SELECT computed_at, category, style_control, battles_used, records "
+                "FROM leaderboard_snapshots "
+                "WHERE category IS NOT DISTINCT FROM ? AND style_control = ? "
+                "ORDER BY computed_at",
+                [category, style_control],
+            ).fetchall()
+        return [
+            LeaderboardSnapshot(
+                computed_at=computed_at,
+                category=row_category,
+                style_control=row_style,
+                battles_used=battles_used,
+                records=json.loads(records),
+            )
+            for computed_at, row_category, row_style, battles_used, records in rows
+        ]
 
     @staticmethod
     def _require_session(cursor: duckdb.DuckDBPyConnection, session_id: str) -> None:

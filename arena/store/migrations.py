@@ -127,9 +127,30 @@ def _create_latest_messages(con: DuckDBPyConnection) -> None:
     )
 
 
+def _create_leaderboard_snapshots(con: DuckDBPyConnection) -> None:
+    # One row per computed leaderboard; its table as JSON records, so new rating columns need no
+    # migration. The rating-over-time plot reads the history back.
+    con.execute(
+        """
+        CREATE TABLE leaderboard_snapshots (
+            id VARCHAR PRIMARY KEY,
+            computed_at TIMESTAMPTZ NOT NULL,
+            category VARCHAR,
+            style_control BOOLEAN NOT NULL,
+            battles_used INTEGER NOT NULL CHECK (battles_used >= 0),
+            records JSON NOT NULL
+        );
+        CREATE INDEX leaderboard_snapshots_view ON leaderboard_snapshots (category, style_control);
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
+    Migration(
+        3, "leaderboard_snapshots: every computed leaderboard", _create_leaderboard_snapshots
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
