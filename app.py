@@ -19,10 +19,12 @@ import gradio as gr
 from arena.clients import ModelClient
 from arena.config import ConfigError, Registry, load_registry
 from arena.demo_server import PERSONAS, DemoServer
+from arena.leaderboards import LeaderboardService
 from arena.service import BattleService
 from arena.settings import Settings, parse_settings
 from arena.store import Store, StoreVersionError
 from arena.ui import build_ui
+from arena.ui.battle import ClientIdentity
 
 log = logging.getLogger("arena")
 
@@ -34,7 +36,8 @@ class Arena:
     settings: Settings
     registry: Registry
     store: Store
-    service: BattleService
+    battles: BattleService
+    leaderboards: LeaderboardService
     blocks: gr.Blocks
 
 
@@ -59,15 +62,20 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
             log.info("built-in demo server at %s", server.url)
         store = stack.enter_context(Store.open(settings.data_dir))
         clients = {m.name: ModelClient(m, base_urls[m.name]) for m in registry.enabled}
-        service = BattleService(registry, store, clients, settings.limits)
+        battles = BattleService(registry, store, clients, settings.limits)
+        leaderboards = LeaderboardService(store, registry)
+        export_dir = settings.data_dir / "exports"
+        export_dir.mkdir(parents=True, exist_ok=True)
         blocks = build_ui(
-            service,
+            battles,
+            leaderboards,
             registry,
-            ip_salt=store.ip_salt,
+            identity=ClientIdentity(store.ip_salt, settings.proxy_hops),
             concurrency_limit=settings.concurrency_limit,
+            export_dir=export_dir,
         )
         blocks.queue(default_concurrency_limit=settings.concurrency_limit)
-        yield Arena(settings, registry, store, service, blocks)
+        yield Arena(settings, registry, store, battles, leaderboards, blocks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,6 +94,8 @@ class ModelEntry(_Strict):
     specialties: Annotated[list[str], Field(min_length=1)] = ["general"]
     license: Annotated[str, Field(min_length=1)] = "unknown"
     description: str = ""
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    """Model card or home page, linked from the leaderboard."""
     weight: Annotated[float, Field(ge=0.0)] = 1.0
     """Relative chance of being drawn for an anonymous battle; 0 keeps it out of battles."""
     enabled: bool = True

@@ -15,7 +15,7 @@ class Message(TypedDict):
 
 
 class ErrorKind(StrEnum):
-    """Why a reply failed. Stored with the reply; the text shown to users comes from ReplyError.message."""
+    """Why a reply failed, as stored; users read ReplyError.message instead."""
 
     CONNECTION = "connection"  # refused, reset, DNS failure, TLS
     HTTP_STATUS = "http_status"  # a 4xx/5xx answer (other than 429)

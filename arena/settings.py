@@ -23,6 +23,8 @@ class Settings:
     """Delay per token of the built-in demo server, so demo replies visibly stream."""
     concurrency_limit: int
     """Streaming events allowed to run at once across all users (Gradio queues the rest)."""
+    proxy_hops: int
+    """Trusted reverse proxies in front of the app; their X-Forwarded-For entries give the IP."""
 
 
 def parse_settings(
@@ -67,6 +69,13 @@ def parse_settings(
         default=env.get("ARENA_CONCURRENCY_LIMIT", "256"),
         help="streaming events run at once (env ARENA_CONCURRENCY_LIMIT; default 256)",
     )
+    parser.add_argument(
+        "--proxy-hops",
+        type=_non_negative_int,
+        default=env.get("ARENA_PROXY_HOPS", "0"),
+        help="trusted reverse proxies in front of the app, e.g. 1 on a Space (env "
+        "ARENA_PROXY_HOPS; default 0: the socket peer is the client)",
+    )
     args = parser.parse_args(argv)
     return Settings(
         models_path=Path(args.models),
@@ -74,6 +83,7 @@ def parse_settings(
         limits=Limits(max_prompt_chars=args.max_prompt_chars, max_turns=args.max_turns),
         demo_token_latency_ms=args.demo_token_latency_ms,
         concurrency_limit=args.concurrency_limit,
+        proxy_hops=args.proxy_hops,
     )
 
 
@@ -84,6 +94,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
     return value
 
 

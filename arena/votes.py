@@ -1,7 +1,7 @@
 """The vote vocabulary shared by the store, the battle UI, the exports and the rating engine.
 
-The values are those of the public lmsys arena datasets (``lmsys/chatbot_arena_conversations``), so our
-exports and the public data can be rated by the same code.
+The values are those of the public lmsys arena datasets (``lmsys/chatbot_arena_conversations``),
+so our exports and the public data can be rated by the same code.
 """
 
 from enum import StrEnum

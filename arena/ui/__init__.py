@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from arena.config import Registry
+from arena.leaderboards import LeaderboardService
 from arena.service import BattleService
-from arena.ui.battle import BattleTab
+from arena.ui.battle import BattleTab, ClientIdentity
+from arena.ui.leaderboard import LeaderboardTab
 
 TITLE = "Open Feedback Arena"
 
 
 def build_ui(
-    service: BattleService, registry: Registry, *, ip_salt: str, concurrency_limit: int
+    battles: BattleService,
+    leaderboards: LeaderboardService,
+    registry: Registry,
+    *,
+    identity: ClientIdentity,
+    concurrency_limit: int,
+    export_dir: Path,
 ) -> gr.Blocks:
     """The whole app's Blocks, ready to launch."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
@@ -26,5 +36,14 @@ def build_ui(
                 elem_id="demo-banner",
             )
         with gr.Tab("⚔️ Battle", id="battle"):
-            BattleTab(service, ip_salt, concurrency_limit).render()
+            BattleTab(battles, identity, concurrency_limit).render()
+        with gr.Tab("🏆 Leaderboard", id="leaderboard"):
+            leaderboard = LeaderboardTab(leaderboards, registry, export_dir)
+            leaderboard.render()
+        blocks.load(
+            leaderboard.update,
+            inputs=leaderboard.refresh_inputs,
+            outputs=leaderboard.refresh_outputs,
+            api_visibility="private",
+        )
     return blocks

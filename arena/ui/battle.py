@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from arena.battles import Battle, BattleError, Phase, Side
-from arena.privacy import hash_ip
+from arena.privacy import client_ip, hash_ip
 from arena.replies import Reply
 from arena.service import BattleService, Visitor
 from arena.votes import Winner
@@ -27,19 +28,31 @@ VOTE_BUTTONS = (
 VOTE_LABELS = {winner: label for _, label, winner in VOTE_BUTTONS}
 
 
-def visitor_for(battle: Battle | None, request: gr.Request | None, ip_salt: str) -> Visitor:
+@dataclass(frozen=True)
+class ClientIdentity:
+    """How to tell visitors apart: the store's salt, and the proxies in front of the app."""
+
+    ip_salt: str
+    proxy_hops: int = 0
+
+
+def visitor_for(
+    battle: Battle | None, request: gr.Request | None, identity: ClientIdentity
+) -> Visitor:
     """The acting visitor. The session id lives in server-side state, never sent by the browser."""
     session_id = battle.session_id if battle else str(uuid.uuid4())
     ip = None
     username = None
     if request is not None:
-        # Spaces sit behind a proxy: the first X-Forwarded-For hop is the browser.
-        forwarded = request.headers.get("x-forwarded-for", "")
-        ip = forwarded.split(",")[0].strip() or (request.client.host if request.client else None)
+        ip = client_ip(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            identity.proxy_hops,
+        )
         username = getattr(request, "username", None)
     return Visitor(
         session_id=session_id,
-        ip_hash=hash_ip(ip, ip_salt) if ip else None,
+        ip_hash=hash_ip(ip, identity.ip_salt) if ip else None,
         username=username,
     )
 
@@ -87,9 +100,11 @@ def _labels(battle: Battle) -> tuple[str, str]:
 class BattleTab:
     """Builds the tab's components and wires their events to the service."""
 
-    def __init__(self, service: BattleService, ip_salt: str, concurrency_limit: int) -> None:
+    def __init__(
+        self, service: BattleService, identity: ClientIdentity, concurrency_limit: int
+    ) -> None:
         self._service = service
-        self._ip_salt = ip_salt
+        self._identity = identity
         self._concurrency_limit = concurrency_limit
 
     def render(self) -> None:
@@ -136,8 +151,11 @@ class BattleTab:
             self.notice,
         ]
 
-    def _view(self, battle: Battle | None, *, prompt: Any = None, notice: str = "") -> list[Any]:
-        """Every output of the tab for this battle state."""
+    def _view(
+        self, battle: Battle | None, *, clear_prompt: bool = False, notice: str = ""
+    ) -> list[Any]:
+        """Every output of the tab for this battle state; the prompt's text is kept unless
+        ``clear_prompt`` (it is sent, or a new round starts)."""
         phase = battle.phase if battle else Phase.NEW
         side_a, side_b = battle.sides if battle and battle.sides else (None, None)
         label_a, label_b = _labels(battle) if battle else ("Model A", "Model B")
@@ -146,7 +164,9 @@ class BattleTab:
             battle,
             gr.Chatbot(value=pane(side_a, battle) if battle else [], label=label_a),
             gr.Chatbot(value=pane(side_b, battle) if battle else [], label=label_b),
-            gr.Textbox(interactive=can_type) if prompt is None else prompt,
+            gr.Textbox(value="", interactive=can_type)
+            if clear_prompt
+            else gr.Textbox(interactive=can_type),
             gr.Button(interactive=can_type),
             *[gr.Button(interactive=phase is Phase.READY) for _ in self.votes],
             gr.Button(interactive=phase in (Phase.READY, Phase.FAILED)),
@@ -181,30 +201,30 @@ class BattleTab:
         self, prompt: str, battle: Battle | None, request: gr.Request
     ) -> AsyncIterator[list[Any]]:
         if not prompt or not prompt.strip():
-            yield self._view(battle, prompt=gr.skip())
+            yield self._view(battle)
             return
-        visitor = visitor_for(battle, request, self._ip_salt)
+        visitor = visitor_for(battle, request, self._identity)
         battle = battle or self._service.new_battle(visitor)
         updates = self._service.send(battle, prompt, visitor)
         try:
             first = await anext(updates)
         except BattleError as error:
             # Keep the text in the box: nothing was sent, the user may shorten it.
-            yield self._view(battle, prompt=gr.skip(), notice=f"⚠️ {error}")
+            yield self._view(battle, notice=f"⚠️ {error}")
             return
-        yield self._view(first, prompt="")
+        yield self._view(first, clear_prompt=True)
         async for update in updates:
-            yield self._view(update, prompt=gr.skip())
+            yield self._view(update)
 
     async def _on_regenerate(
         self, battle: Battle | None, request: gr.Request
     ) -> AsyncIterator[list[Any]]:
         if battle is None:
             raise gr.Error("Nothing to regenerate yet: send a message first.")
-        visitor = visitor_for(battle, request, self._ip_salt)
+        visitor = visitor_for(battle, request, self._identity)
         try:
             async for update in self._service.regenerate(battle, visitor):
-                yield self._view(update, prompt=gr.skip())
+                yield self._view(update)
         except BattleError as error:
             raise gr.Error(str(error)) from None
 
@@ -213,13 +233,13 @@ class BattleTab:
             if battle is None:
                 raise gr.Error("There is nothing to vote on yet: send a message first.")
             try:
-                self._service.vote(battle, winner, visitor_for(battle, request, self._ip_salt))
+                self._service.vote(battle, winner, visitor_for(battle, request, self._identity))
             except BattleError as error:
                 raise gr.Error(str(error)) from None
-            return self._view(battle, prompt=gr.skip())
+            return self._view(battle)
 
         return on_vote
 
     def _on_new_round(self, battle: Battle | None, request: gr.Request) -> list[Any]:
-        visitor = visitor_for(battle, request, self._ip_salt)
-        return self._view(self._service.new_battle(visitor), prompt="")
+        visitor = visitor_for(battle, request, self._identity)
+        return self._view(self._service.new_battle(visitor), clear_prompt=True)
