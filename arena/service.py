@@ -8,16 +8,20 @@ rule about what may happen next lives in `arena.battles`, and every write goes t
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from arena.battles import Battle, BattleError, Limits, Phase, Side, draw_pair
+from arena.categories import categorize
 from arena.config import ModelEntry, Registry
 from arena.replies import Message, Reply
 from arena.store import Store, VoteRejected
 from arena.votes import Winner
+
+log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL_S = 0.05
 """At most 20 UI updates a second per battle: tokens arriving faster are coalesced."""
@@ -110,7 +114,21 @@ class BattleService:
             raise BattleError(str(rejected)) from None
         battle.winner = winner
         battle.phase = Phase.VOTED
+        self._tag(battle)
         return battle
+
+    def _tag(self, battle: Battle) -> None:
+        """Store the battle's categories for the leaderboard; the vote stands even if this fails."""
+        assert battle.sides is not None
+        try:
+            per_side = [categorize(_transcript(battle, side)) for side in battle.sides]
+            self._store.tag_battle(
+                battle.id,
+                tags=per_side[0].tags | per_side[1].tags,
+                language=per_side[0].language,
+            )
+        except Exception:
+            log.exception("could not tag battle %s; it is rated without categories", battle.id)
 
     @staticmethod
     def _check_owner(battle: Battle, visitor: Visitor) -> None:
@@ -180,6 +198,16 @@ class BattleService:
             reply=side.reply,
             parameters=_parameters(side.model),
         )
+
+
+def _transcript(battle: Battle, side: Side) -> list[Message]:
+    """The side's whole conversation, current turn included."""
+    assert side.reply is not None
+    return [
+        *side.history,
+        {"role": "user", "content": battle.prompts[-1]},
+        {"role": "assistant", "content": side.reply.text},
+    ]
 
 
 def _parameters(entry: ModelEntry) -> dict[str, object]:

@@ -107,6 +107,18 @@ def test_vote_is_stored_once_and_names_stay_server_side(store):
     assert store.vote_for(battle.id)["winner"] == Winner.TIE
 
 
+def test_a_vote_tags_the_battle_for_the_leaderboard_categories(store):
+    clients = {n: ScriptedClient(n) for n in ("x", "y")}
+    service = make_service(store, clients)
+    battle = service.new_battle(VISITOR)
+    prompt = "Write a Python function that parses an ISO date and explain the edge cases."
+    asyncio.run(drain(service.send(battle, prompt, VISITOR)))
+    service.vote(battle, Winner.MODEL_A, VISITOR)
+    row = store.battles_frame().iloc[0]
+    assert row["is_coding"] and row["language"] == "en"
+    assert "is_math" not in row.index
+
+
 def test_failed_side_blocks_the_vote_while_the_other_side_finishes(store):
     clients = {"x": ScriptedClient("x", tokens=30), "y": ScriptedClient("y", fail_after=2)}
     service = make_service(store, clients)

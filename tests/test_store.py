@@ -534,6 +534,19 @@ def test_battles_frame_has_the_arena_format(store: Store) -> None:
     }
 
 
+def test_battle_tags_become_language_and_category_columns(store: Store) -> None:
+    play(store, "b1", session_id="s1", winner=Winner.MODEL_A)
+    play(store, "b2", session_id="s1", winner=Winner.TIE)
+    store.tag_battle("b1", tags={"coding", "multi_turn"}, language="en")
+    store.tag_battle("b2", tags=set(), language="fr")
+    store.tag_battle("b2", tags={"math"}, language="de")  # a later tagging replaces the first
+    frame = store.battles_frame().set_index("question_id")
+    assert list(frame.columns) == [*FRAME_COLUMNS[1:], "is_coding", "is_math", "is_multi_turn"]
+    assert frame.loc["b1", "language"] == "en" and frame.loc["b2", "language"] == "de"
+    assert frame["is_coding"].tolist() == [True, False]
+    assert frame["is_math"].tolist() == [False, True]
+
+
 def test_battles_frame_orders_by_vote_time_and_keys_judges(store: Store) -> None:
     for battle_id, username, ip_hash in [
         ("b1", "alice", "h"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, Self, TypedDict
 import duckdb
 import pandas as pd
 
+from arena.categories import TAGS
 from arena.replies import Reply
 from arena.store.migrations import (
     LATEST_VERSION,
@@ -410,8 +411,10 @@ class Store:
 
         Columns: question_id (the battle id), model_a, model_b, winner, judge, anony, tstamp
         (vote time, epoch seconds), turn (user turns), conversation_a and conversation_b (lists
-        of {"role", "content"}, the latest attempt of each turn), language (None for now) and
-        has_error (a latest reply failed or did not finish, or a turn has no reply).
+        of {"role", "content"}, the latest attempt of each turn), language (of the user turns,
+        once tagged), has_error (a latest reply failed or did not finish, or a turn has no
+        reply), and one
+        ``is_<category>`` boolean per category (`arena.categories.TAGS`) that some battle has.
 
         judge is a pseudonymous voter key: the username of a logged-in voter, else ``ip:`` and
         the salted IP hash (stable across sessions from one address, so per-voter caps and
@@ -423,7 +426,18 @@ class Store:
         # DuckDB hands lists over as numpy arrays; the lmsys format has plain lists.
         for column in ("conversation_a", "conversation_b"):
             frame[column] = [list(messages) for messages in frame[column]]
-        return frame
+        # A category no battle has would offer the leaderboard an empty view.
+        unused = [c for c in frame.columns if c.startswith("is_") and not frame[c].any()]
+        return frame.drop(columns=unused)
+
+    def tag_battle(self, battle_id: str, *, tags: Collection[str], language: str | None) -> None:
+        """Record a battle's prompt categories and language (replacing earlier ones)."""
+        _require_id("battle_id", battle_id)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO battle_tags VALUES (?, ?, ?)",
+                [battle_id, language, sorted(tags)],
+            )
 
     def vote_count(self) -> int:
         """How many votes are stored: a cheap test of whether a leaderboard is stale."""
@@ -576,10 +590,15 @@ SELECT v.battle_id AS question_id, b.model_a, b.model_b, v.winner,
         AS conversation_a,
     list_transform(list_sort(coalesce(t.b, [])), lambda m: {'role': m.role, 'content': m.content})
         AS conversation_b,
-    NULL::VARCHAR AS language,
-    coalesce(t.unanswered OR t.turns_a <> t.turns_b, true) AS has_error
+    bt.language,
+    coalesce(t.unanswered OR t.turns_a <> t.turns_b, true) AS has_error,
+    /* category columns */
 FROM votes v
 JOIN battles b ON b.id = v.battle_id
 LEFT JOIN transcripts t ON t.battle_id = v.battle_id
+LEFT JOIN battle_tags bt ON bt.battle_id = v.battle_id
 ORDER BY tstamp, question_id
-"""
+""".replace(
+    "/* category columns */",
+    ",\n    ".join(f"coalesce(list_contains(bt.tags, '{tag}'), false) AS is_{tag}" for tag in TAGS),
+)

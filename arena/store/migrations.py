@@ -145,12 +145,25 @@ def _create_leaderboard_snapshots(con: DuckDBPyConnection) -> None:
     )
 
 
+def _create_battle_tags(con: DuckDBPyConnection) -> None:
+    # Prompt categories and language of a voted battle, written once the conversation is final;
+    # the battles frame turns them into the rating engine's is_<category> columns.
+    con.execute(
+        """
+        CREATE TABLE battle_tags (
+            battle_id VARCHAR PRIMARY KEY,
+            language VARCHAR,
+            tags VARCHAR[] NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
-    Migration(
-        3, "leaderboard_snapshots: every computed leaderboard", _create_leaderboard_snapshots
-    ),
+    Migration(3, "leaderboard_snapshots: computed leaderboards", _create_leaderboard_snapshots),
+    Migration(4, "battle_tags: categories and language of voted battles", _create_battle_tags),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
