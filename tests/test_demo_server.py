@@ -716,20 +716,22 @@ def test_stop_ends_stalled_streams(client: httpx.Client) -> None:
 
 def test_token_latency_from_header_persona_and_server(client: httpx.Client) -> None:
     body = {"inputs": QUESTION, "parameters": {"max_new_tokens": 5}}
-    faults = {"verbose": Faults(token_latency_ms=40)}
-    with DemoServer(token_latency_ms=20, faults=faults) as server:
+    faults = {"verbose": Faults(token_latency_ms=200)}
+    # Settings 0.5 s apart: a reply may run late on a busy machine, never early, and never as
+    # late as the next setting.
+    with DemoServer(token_latency_ms=100, faults=faults) as server:
         for route, persona, headers, expected in (
-            ("/generate_stream", "concise", None, 0.1),
-            ("/generate_stream", "verbose", None, 0.2),
+            ("/generate_stream", "concise", None, 0.5),
+            ("/generate_stream", "verbose", None, 1.0),
             ("/generate_stream", "verbose", {"X-Demo-Token-Latency-Ms": "0"}, 0.0),
-            ("/generate_stream", "concise", {"X-Demo-Token-Latency-Ms": "60"}, 0.3),
-            ("/generate", "concise", None, 0.1),
+            ("/generate_stream", "concise", {"X-Demo-Token-Latency-Ms": "300"}, 1.5),
+            ("/generate", "concise", None, 0.5),
         ):
             started = time.monotonic()
             response = client.post(url(server, route, persona), json=body, headers=headers)
             elapsed = time.monotonic() - started
             assert response.status_code == 200
-            assert expected <= elapsed < expected + 0.15, (route, persona, headers, elapsed)
+            assert expected <= elapsed < expected + 0.5, (route, persona, headers, elapsed)
 
 
 def test_persona_faults_from_config_apply_to_that_persona_only(
@@ -761,26 +763,30 @@ def test_bad_knob_values_are_rejected(
 # -- load, lifecycle, CLI -----------------------------------------------------------------------
 
 
-def test_many_concurrent_streams_are_cheap() -> None:
-    streams, tokens, latency_ms = 150, 10, 30
+def test_many_streams_are_served_at_once() -> None:
+    # Every stream sends one token, then stalls until its client leaves: a server that served
+    # streams one after another could never deliver the second stream's token.
+    streams = 150
 
-    async def one(http: httpx.AsyncClient, base: str, n: int) -> int:
-        body = {"inputs": f"question {n}", "parameters": {"max_new_tokens": tokens}}
-        async with http.stream("POST", f"{base}/generate_stream", json=body) as response:
-            return sum([line.startswith("data:") async for line in response.aiter_lines()])
+    async def first_token(http: httpx.AsyncClient, base: str, n: int) -> str:
+        body = {"inputs": f"question {n}", "parameters": {"max_new_tokens": 10}}
+        headers = {"X-Demo-Stall-At": "1"}
+        async with http.stream(
+            "POST", f"{base}/generate_stream", json=body, headers=headers
+        ) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    return json.loads(line.removeprefix("data:"))["token"]["text"]
+        raise AssertionError("the stream ended before its first token")
 
-    async def run_all(base: str) -> list[int]:
+    async def run_all(base: str) -> list[str]:
         limits = httpx.Limits(max_connections=streams)
-        async with httpx.AsyncClient(limits=limits, timeout=10) as http:
-            return await asyncio.gather(*(one(http, base, n) for n in range(streams)))
+        async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+            return await asyncio.gather(*(first_token(http, base, n) for n in range(streams)))
 
-    with DemoServer(token_latency_ms=latency_ms) as server:
-        started = time.monotonic()
-        counts = asyncio.run(run_all(server.base_url("verbose")))
-        elapsed = time.monotonic() - started
-    assert counts == [tokens] * streams
-    # Serially this would take 45 s; concurrently about one stream's 0.3 s plus overhead.
-    assert elapsed < 3, elapsed
+    with DemoServer() as server:
+        tokens = asyncio.run(run_all(server.base_url("verbose")))
+    assert len(tokens) == streams and all(tokens)
 
 
 def test_server_lifecycle_frees_thread_and_port(client: httpx.Client) -> None:
@@ -803,11 +809,13 @@ def test_server_lifecycle_frees_thread_and_port(client: httpx.Client) -> None:
 
 
 def test_small_answers_are_not_held_back_by_nagle(server: DemoServer, client: httpx.Client) -> None:
-    started = time.monotonic()
+    fastest = float("inf")
     for _ in range(20):
+        started = time.monotonic()
         assert client.get(url(server, "/info")).status_code == 200
-    # With Nagle's algorithm on, each answer waited ~40 ms for the client's delayed ACK.
-    assert time.monotonic() - started < 0.4
+        fastest = min(fastest, time.monotonic() - started)
+    # With Nagle's algorithm on, every answer waited ~40 ms for the client's delayed ACK.
+    assert fastest < 0.03, fastest
 
 
 def test_cli_prints_base_urls_and_serves_until_interrupted() -> None:
