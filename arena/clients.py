@@ -57,7 +57,7 @@ from huggingface_hub.utils import build_hf_headers
 from jinja2 import Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from arena.config import ModelEntry, Protocol
+from arena.config import GenerationParameters, ModelEntry, Protocol
 from arena.replies import ErrorKind, Message, Reply, ReplyError
 
 CHATML_TEMPLATE = (
@@ -157,13 +157,16 @@ class ModelClient:
             return False
         return response.is_success
 
-    def request_body(self, messages: Sequence[Message]) -> dict[str, Any]:
-        """The JSON body sent for ``messages``, the entry's system prompt first."""
+    def request_body(
+        self, messages: Sequence[Message], parameters: GenerationParameters | None = None
+    ) -> dict[str, Any]:
+        """The JSON body sent for ``messages``, the entry's system prompt first, with
+        ``parameters`` (already checked by the caller) or else the entry's own."""
         chat: list[Message] = []
         if self.entry.system_prompt:
             chat.append({"role": "system", "content": self.entry.system_prompt})
         chat.extend({"role": m["role"], "content": m["content"]} for m in messages)
-        params = self.entry.parameters
+        params = parameters or self.entry.parameters
         # top_p 1 means "no nucleus filter", which is what servers do without it; TGI (native and
         # chat routes alike) rejects 1.0 as out of range, so it is left out rather than sent.
         top_p = {"top_p": params.top_p} if params.top_p < 1 else {}
@@ -195,8 +198,13 @@ class ModelClient:
         }
         return {"inputs": prompt, "parameters": parameters, "stream": True}
 
-    async def stream(self, messages: Sequence[Message]) -> AsyncGenerator[Reply, None]:
+    async def stream(
+        self, messages: Sequence[Message], parameters: GenerationParameters | None = None
+    ) -> AsyncGenerator[Reply, None]:
         """Yield the same ``Reply`` after every token, then once more with ``finished=True``.
+
+        ``parameters`` replace the entry's generation parameters for this reply only (the
+        Side-by-side tab's choice, checked against the entry's limits by the caller).
 
         An endpoint failure ends the stream with ``reply.error`` set and the text received so far
         kept; only caller bugs raise (a chat template rejecting the conversation, a closed
@@ -207,7 +215,7 @@ class ModelClient:
         if self._closed:
             raise RuntimeError(f"the client of model {self.entry.name!r} is closed")
         reply = Reply(model=self.entry.name)
-        body = self.request_body(messages)
+        body = self.request_body(messages, parameters)
         apply = _apply_chat_output if self._template is None else _apply_tgi_output
         state = _StreamState()
         stall = self.entry.timeouts.stall

@@ -49,7 +49,12 @@ class _Strict(BaseModel):
 
 
 class GenerationParameters(_Strict):
-    """Sampling settings sent with every request to this model."""
+    """Sampling settings sent with every request to this model.
+
+    In the Side-by-side tab a user may change temperature and top_p within the bounds below, and
+    lower max_new_tokens (down to 1, never above the entry's value): see
+    `arena.battles.Sampling`.
+    """
 
     max_new_tokens: Annotated[int, Field(ge=1, le=32768)] = 512
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
@@ -98,6 +103,9 @@ class ModelEntry(_Strict):
     """Model card or home page, linked from the leaderboard."""
     weight: Annotated[float, Field(ge=0.0)] = 1.0
     """Relative chance of being drawn for an anonymous battle; 0 keeps it out of battles."""
+    side_by_side: bool = True
+    """Offered in the named Side-by-side tab; false keeps it out of that tab, so that it plays
+    only anonymous battles (e.g. an unreleased model)."""
     enabled: bool = True
 
     @field_validator("endpoint")
@@ -158,6 +166,11 @@ class Registry(_Strict):
     def battle_candidates(self) -> list[ModelEntry]:
         """Models that may be drawn for an anonymous battle."""
         return [m for m in self.enabled if m.weight > 0]
+
+    @property
+    def side_by_side(self) -> list[ModelEntry]:
+        """Models a user may pick by name in the Side-by-side tab."""
+        return [m for m in self.enabled if m.side_by_side]
 
     def get(self, name: str) -> ModelEntry:
         for entry in self.models:

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from arena.battles import Battle, BattleError, Limits, Phase, Side, draw_pair
+from arena.battles import Battle, BattleError, Limits, Phase, Sampling, Side, draw_pair, pick_pair
 from arena.categories import categorize
-from arena.config import ModelEntry, Registry
+from arena.config import GenerationParameters, Registry
 from arena.replies import Message, Reply
 from arena.store import Store, VoteRejected
 from arena.votes import Winner
@@ -28,7 +28,9 @@ UPDATE_INTERVAL_S = 0.05
 
 
 class StreamingClient(Protocol):
-    def stream(self, messages: list[Message]) -> AsyncIterator[Reply]: ...
+    def stream(
+        self, messages: list[Message], parameters: GenerationParameters | None = None
+    ) -> AsyncIterator[Reply]: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class Visitor:
 
 
 class BattleService:
-    """Anonymous battles: draw a pair, stream both replies at once, take one vote."""
+    """Battles: draw a pair (anonymous) or take the user's (named side-by-side), stream both
+    replies at once, take one vote. Both kinds are stored and voted on alike; only anonymous
+    ones are rated by default (the store keeps ``anony``)."""
 
     def __init__(
         self,
@@ -52,7 +56,8 @@ class BattleService:
         rng: random.Random | None = None,
         update_interval_s: float = UPDATE_INTERVAL_S,
     ) -> None:
-        missing = [m.name for m in registry.battle_candidates if m.name not in clients]
+        playing = {m.name for m in [*registry.battle_candidates, *registry.side_by_side]}
+        missing = sorted(playing - set(clients))
         if missing:
             raise ValueError(f"no client for battle models {missing}")
         self._registry = registry
@@ -63,16 +68,26 @@ class BattleService:
         self._update_interval_s = update_interval_s
 
     def new_battle(self, visitor: Visitor) -> Battle:
-        """An empty battle; its pair is drawn when the first message is sent."""
+        """An empty anonymous battle; its pair is drawn when the first message is sent."""
         return Battle(session_id=visitor.session_id)
 
-    async def send(self, battle: Battle, prompt: str, visitor: Visitor) -> AsyncIterator[Battle]:
+    def new_side_by_side(self, visitor: Visitor, model_a: str, model_b: str) -> Battle:
+        """An empty named battle of the two models the user picked (by name); `BattleError`
+        unless both are offered in the Side-by-side tab. Stored when the first message is sent."""
+        pair = pick_pair(self._registry.side_by_side, model_a, model_b)
+        return Battle(session_id=visitor.session_id, models=pair)
+
+    async def send(
+        self, battle: Battle, prompt: str, visitor: Visitor, sampling: Sampling | None = None
+    ) -> AsyncIterator[Battle]:
         """Send a user message to both sides and stream their replies.
 
+        ``sampling`` is the user's choice of generation parameters, for named battles only.
         Raises `BattleError` before the first update if the battle cannot take this message.
         """
         self._check_owner(battle, visitor)
         battle.check_can_send(prompt, self.limits)
+        parameters = self._parameters_for(battle, sampling)
         if battle.sides is None:
             await asyncio.to_thread(self._open, battle, visitor)
         else:
@@ -86,15 +101,20 @@ class BattleService:
             await asyncio.to_thread(
                 self._store.add_user_message, side.conversation_id, turn=turn, content=prompt
             )
-        async for update in self._stream_both(battle):
+        async for update in self._stream_both(battle, parameters):
             yield update
 
-    async def regenerate(self, battle: Battle, visitor: Visitor) -> AsyncIterator[Battle]:
-        """Ask both sides again for the current turn; the replaced replies stay in the store."""
+    async def regenerate(
+        self, battle: Battle, visitor: Visitor, sampling: Sampling | None = None
+    ) -> AsyncIterator[Battle]:
+        """Ask both sides again for the current turn; the replaced replies stay in the store.
+
+        ``sampling`` as for `send`: a named battle may regenerate with other parameters."""
         self._check_owner(battle, visitor)
         battle.check_can_regenerate()
+        parameters = self._parameters_for(battle, sampling)
         battle.attempt += 1
-        async for update in self._stream_both(battle):
+        async for update in self._stream_both(battle, parameters):
             yield update
 
     def vote(self, battle: Battle, winner: Winner, visitor: Visitor) -> Battle:
@@ -135,8 +155,22 @@ class BattleService:
         if battle.session_id != visitor.session_id:
             raise BattleError("This battle belongs to another session.")
 
+    @staticmethod
+    def _parameters_for(
+        battle: Battle, sampling: Sampling | None
+    ) -> tuple[GenerationParameters, GenerationParameters] | None:
+        """Each side's parameters for the next replies (None: the entries' own), checked."""
+        if sampling is None:
+            return None
+        if battle.models is None:
+            raise BattleError("Anonymous battles use each model's own generation parameters.")
+        return sampling.for_model(battle.models[0]), sampling.for_model(battle.models[1])
+
     def _open(self, battle: Battle, visitor: Visitor) -> None:
-        model_a, model_b = draw_pair(self._registry.battle_candidates, self._rng)
+        if battle.models is None:
+            model_a, model_b = draw_pair(self._registry.battle_candidates, self._rng)
+        else:
+            model_a, model_b = battle.models
         self._store.record_session(
             visitor.session_id, ip_hash=visitor.ip_hash, username=visitor.username
         )
@@ -145,13 +179,19 @@ class BattleService:
             session_id=visitor.session_id,
             model_a=model_a.name,
             model_b=model_b.name,
-            anony=True,
+            anony=battle.anony,
         )
         battle.sides = (Side(model_a, conversation_a), Side(model_b, conversation_b))
 
-    async def _stream_both(self, battle: Battle) -> AsyncIterator[Battle]:
+    async def _stream_both(
+        self,
+        battle: Battle,
+        parameters: tuple[GenerationParameters, GenerationParameters] | None,
+    ) -> AsyncIterator[Battle]:
         """Stream both sides concurrently, yielding the battle at most every update interval."""
         assert battle.sides is not None
+        for side, chosen in zip(battle.sides, parameters or (None, None), strict=True):
+            side.parameters = chosen
         battle.phase = Phase.STREAMING
         turn, attempt = battle.turns - 1, battle.attempt
         prompt: Message = {"role": "user", "content": battle.prompts[-1]}
@@ -160,7 +200,8 @@ class BattleService:
 
         async def pump(index: int, side: Side) -> None:
             side.reply = Reply(model=side.model.name)
-            async for reply in self._clients[side.model.name].stream([*side.history, prompt]):
+            client = self._clients[side.model.name]
+            async for reply in client.stream([*side.history, prompt], side.parameters):
                 side.reply = reply
                 changed.set()
             recorded.add(index)
@@ -196,7 +237,7 @@ class BattleService:
             turn=turn,
             attempt=attempt,
             reply=side.reply,
-            parameters=_parameters(side.model),
+            parameters=_parameters(side),
         )
 
 
@@ -210,5 +251,7 @@ def _transcript(battle: Battle, side: Side) -> list[Message]:
     ]
 
 
-def _parameters(entry: ModelEntry) -> dict[str, object]:
-    return {"model_id": entry.model_id, **entry.parameters.model_dump()}
+def _parameters(side: Side) -> dict[str, object]:
+    """The parameters a reply was generated with, as stored with it."""
+    parameters = side.parameters or side.model.parameters
+    return {"model_id": side.model.model_id, **parameters.model_dump()}

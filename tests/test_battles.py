@@ -7,7 +7,18 @@ from collections import Counter
 
 import pytest
 
-from arena.battles import Battle, BattleError, Limits, Phase, Side, draw_pair, prompt_problem
+from arena.battles import (
+    Battle,
+    BattleError,
+    Limits,
+    Phase,
+    Sampling,
+    Side,
+    draw_pair,
+    max_new_tokens_cap,
+    pick_pair,
+    prompt_problem,
+)
 from arena.config import ModelEntry
 from arena.replies import ErrorKind, Reply, ReplyError
 
@@ -109,3 +120,74 @@ def test_each_phase_allows_exactly_its_actions(phase, send, vote, regenerate):
         else:
             with pytest.raises(BattleError, match=expected):
                 action()
+
+
+# -- named side-by-side battles -------------------------------------------------------------------
+
+
+def capped(name: str, max_new_tokens: int, **fields) -> ModelEntry:
+    return ModelEntry(
+        name=name,
+        display_name=name.title(),
+        organization="org",
+        endpoint="http://x",
+        parameters={"max_new_tokens": max_new_tokens, "temperature": 0.3, "stop": ["###"]},
+        **fields,
+    )
+
+
+def test_a_named_pair_is_two_different_models_offered_in_the_tab():
+    models = [
+        capped("a", 64),
+        capped("b", 32),
+        capped("hidden", 64, side_by_side=False),
+        capped("off", 64, enabled=False),
+    ]
+    assert [m.name for m in pick_pair(models, "b", "a")] == ["b", "a"]
+    for name in ("hidden", "off", "nowhere"):
+        # The same answer for all three: a hidden model's existence is not given away.
+        with pytest.raises(BattleError, match=f"no model '{name}' to pick"):
+            pick_pair(models, "a", name)
+    with pytest.raises(BattleError, match="two different models"):
+        pick_pair(models, "a", "a")
+
+
+def test_sampling_keeps_each_model_within_its_own_limits():
+    sampling = Sampling(temperature=1.5, top_p=0.5, max_new_tokens=32)
+    chosen = sampling.for_model(capped("a", 64))
+    assert (chosen.temperature, chosen.top_p, chosen.max_new_tokens) == (1.5, 0.5, 32)
+    assert chosen.stop == ["###"]  # what the user cannot choose stays the entry's
+    assert sampling.for_model(capped("b", 32)).max_new_tokens == 32
+    with pytest.raises(BattleError, match="from 1 to 16 for B"):
+        sampling.for_model(capped("b", 16))
+    # The tab starts from Model A's sampling and the most tokens both allow.
+    assert Sampling.defaults(capped("a", 64), capped("b", 32)) == Sampling(0.3, 0.95, 32)
+    assert max_new_tokens_cap(capped("a", 64), capped("b", 32)) == 32
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "max_new_tokens", "problem"),
+    [
+        (-0.1, 0.9, 8, "Temperature"),
+        (2.01, 0.9, 8, "Temperature"),
+        (float("nan"), 0.9, 8, "Temperature"),
+        (None, 0.9, 8, "Temperature"),
+        (0.7, 0.0, 8, "Top-p"),
+        (0.7, 1.01, 8, "Top-p"),
+        (0.7, "0.5", 8, "Top-p"),
+        (0.7, 0.9, 0, "Max new tokens"),
+        (0.7, 0.9, 65, "Max new tokens"),
+        (0.7, 0.9, 7.5, "Max new tokens"),
+        (0.7, 0.9, True, "Max new tokens"),
+    ],
+)
+def test_sampling_out_of_bounds_is_refused_with_the_bound(
+    temperature, top_p, max_new_tokens, problem
+):
+    with pytest.raises(BattleError, match=problem):
+        Sampling(temperature, top_p, max_new_tokens).for_model(capped("a", 64))
+
+
+def test_edges_of_the_bounds_are_allowed():
+    for sampling in (Sampling(0.0, 1.0, 1), Sampling(2.0, 0.01, 64), Sampling(1, 1, 64.0)):
+        sampling.for_model(capped("a", 64))

@@ -53,15 +53,19 @@ def expected_tokens(persona: str, question: str = QUESTION) -> list[str]:
     return [token.text for token in tokenize(persona_reply(persona, question))]
 
 
-async def collect(client: ModelClient, messages: list[Message] = ASK) -> tuple[Reply, list[str]]:
-    """The final reply and the text seen at each update.
+async def collect(
+    client: ModelClient,
+    messages: list[Message] = ASK,
+    parameters: GenerationParameters | None = None,
+) -> tuple[Reply, list[str]]:
+    """The final reply and the text seen at each update (with ``parameters`` for this reply).
 
     Also checks the contract of the updates: always the same object, finished only at the end.
     """
     texts: list[str] = []
     finished: list[bool] = []
     replies: set[int] = set()
-    async with aclosing(client.stream(messages)) as updates:
+    async with aclosing(client.stream(messages, parameters)) as updates:
         async for reply in updates:
             texts.append(reply.text)
             finished.append(reply.finished)
@@ -131,6 +135,28 @@ def test_generation_parameters_reach_the_server(server, protocol):
     first_paragraph = persona_reply("verbose", QUESTION).split("\n\n")[0]
     assert reply.ok and reply.finish_reason == "stop_sequence"
     assert reply.text == first_paragraph + "\n\n"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_parameters_given_for_one_reply_replace_the_entry_s(server, protocol):
+    entry = make_entry(protocol, parameters=GenerationParameters(max_new_tokens=64))
+    chosen = entry.parameters.model_copy(update={"max_new_tokens": 3, "temperature": 0.0})
+
+    async def main() -> tuple[Reply, Reply, dict[str, Any]]:
+        async with ModelClient(entry, server.base_url("concise")) as client:
+            short, _ = await collect(client, ASK, chosen)
+            default, _ = await collect(client)  # the next reply is back to the entry's
+            return short, default, client.request_body(ASK, chosen)
+
+    short, default, body = asyncio.run(main())
+    assert short.ok and short.finish_reason == "length" and short.tokens == 3
+    assert short.text == "".join(expected_tokens("concise")[:3])
+    assert default.ok and default.finish_reason == FINISHED_BY_EOS[protocol]
+    assert default.text == "".join(expected_tokens("concise"))
+    if protocol == "openai":
+        assert body["max_tokens"] == 3 and body["temperature"] == 0.0
+    else:  # greedy on the native route: do_sample false, no temperature
+        assert body["parameters"]["max_new_tokens"] == 3 and not body["parameters"]["do_sample"]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -46,6 +46,7 @@ def test_minimal_entry_gets_documented_defaults():
     assert entry.parameters.max_new_tokens == 512
     assert entry.timeouts.total == 120 and entry.timeouts.stall == 30
     assert entry.enabled and entry.weight == 1.0 and not entry.is_demo
+    assert entry.side_by_side  # offered in the Side-by-side tab unless the owner says otherwise
 
 
 def test_full_entry_round_trips_every_field():
@@ -67,6 +68,7 @@ def test_full_entry_round_trips_every_field():
             license: llama3.1
             description: An 8B instruct model.
             weight: 2.5
+            side_by_side: false
             enabled: false
         """
     )
@@ -76,7 +78,7 @@ def test_full_entry_round_trips_every_field():
     assert entry.timeouts.stall == 2
     assert entry.specialties == ["code", "math"]
     assert entry.token() is not None  # PATH is always set
-    assert entry.weight == 2.5 and not entry.enabled
+    assert entry.weight == 2.5 and not entry.enabled and not entry.side_by_side
 
 
 @pytest.mark.parametrize(
@@ -98,6 +100,7 @@ def test_full_entry_round_trips_every_field():
         ({"specialties": []}, "specialties", "at least 1"),
         ({"weight": -1}, "weight", "greater than or equal to 0"),
         ({"enabled": "maybe"}, "enabled", "valid boolean"),
+        ({"side_by_side": "hidden"}, "side_by_side", "valid boolean"),
         ({"temprature": 0.5}, "temprature", "unknown key"),
         ({"parameters": {"top_k": 5}}, "parameters.top_k", "unknown key"),
     ],
@@ -115,6 +118,19 @@ def test_required_fields(missing):
     entry = {k: v for k, v in VALID_ENTRY.items() if k != missing}
     message = problem(yaml.safe_dump({"models": [entry]}))
     assert f"field {missing!r}: required field is missing" in message
+
+
+def test_side_by_side_offers_enabled_models_not_hidden_from_it():
+    entries = [
+        {**VALID_ENTRY, "name": "public"},
+        {**VALID_ENTRY, "name": "unreleased", "side_by_side": False},
+        {**VALID_ENTRY, "name": "off", "enabled": False},
+        {**VALID_ENTRY, "name": "battle-only", "weight": 0},
+    ]
+    registry = parse_registry(yaml.safe_dump({"models": entries}))
+    assert [m.name for m in registry.side_by_side] == ["public", "battle-only"]
+    # A model hidden from the Side-by-side tab still plays anonymous battles.
+    assert [m.name for m in registry.battle_candidates] == ["public", "unreleased"]
 
 
 def test_duplicate_names_are_refused():

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from arena.battles import BattleError, Limits, Phase
-from arena.config import Registry
+from arena.battles import BattleError, Limits, Phase, Sampling
+from arena.config import GenerationParameters, Registry
 from arena.replies import ErrorKind, Message, Reply, ReplyError
 from arena.service import BattleService, Visitor
 from arena.store import Store
@@ -23,11 +23,16 @@ class ScriptedClient:
     def __init__(self, name: str, tokens: int = 5, delay_s: float = 0.0, fail_after=None):
         self.name, self.tokens, self.delay_s, self.fail_after = name, tokens, delay_s, fail_after
         self.started: list[float] = []
+        self.finished: list[float] = []
         self.seen: list[list[Message]] = []
+        self.parameters: list[GenerationParameters | None] = []
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[Reply]:
+    async def stream(
+        self, messages: list[Message], parameters: GenerationParameters | None = None
+    ) -> AsyncIterator[Reply]:
         self.started.append(time.monotonic())
         self.seen.append(list(messages))
+        self.parameters.append(parameters)
         reply = Reply(model=self.name)
         for index in range(self.tokens):
             await asyncio.sleep(self.delay_s)
@@ -39,6 +44,7 @@ class ScriptedClient:
             yield reply
         reply.finished = True
         reply.finish_reason = None if reply.error else "length"
+        self.finished.append(time.monotonic())
         yield reply
 
 
@@ -84,8 +90,9 @@ def test_both_sides_stream_at_once_and_updates_are_coalesced(store):
     started = time.monotonic()
     updates = asyncio.run(drain(service.send(battle, "hi", VISITOR)))
     elapsed = time.monotonic() - started
-    assert abs(clients["x"].started[0] - clients["y"].started[0]) < 0.05
-    assert elapsed < 0.4 * 2  # concurrent: about 0.4 s, not 0.8 s
+    x, y = clients["x"], clients["y"]
+    # Each side started before the other finished: they streamed at once, not one after another.
+    assert x.started[0] < y.finished[0] and y.started[0] < x.finished[0]
     # 80 tokens arrived; at most one update per 50 ms (plus the final one) reached the UI.
     assert len(updates) <= elapsed / 0.05 + 2
     assert battle.phase is Phase.READY
@@ -184,3 +191,40 @@ def test_a_reader_leaving_mid_stream_still_leaves_a_record(store):
             "SELECT finished, length(content) > 0 FROM messages WHERE role = 'assistant'"
         ).fetchall()
     assert sorted(rows) == [(False, True), (False, True)]
+
+
+def test_a_named_battle_streams_the_picked_models_with_the_chosen_parameters(store):
+    clients = {n: ScriptedClient(n, tokens=2) for n in ("x", "y", "z")}
+    service = make_service(store, clients)
+    battle = service.new_side_by_side(VISITOR, "z", "x")
+    asyncio.run(drain(service.send(battle, "hi", VISITOR, Sampling(0.0, 0.5, 7))))
+    assert [side.model.name for side in battle.sides] == ["z", "x"]
+    assert not clients["y"].started
+    chosen = GenerationParameters(temperature=0.0, top_p=0.5, max_new_tokens=7)
+    assert clients["z"].parameters == clients["x"].parameters == [chosen]
+    # A regeneration may choose again; each reply is stored with its own parameters.
+    asyncio.run(drain(service.regenerate(battle, VISITOR, Sampling(1.0, 1.0, 3))))
+    assert clients["x"].parameters[-1].max_new_tokens == 3
+    service.vote(battle, Winner.MODEL_A, VISITOR)
+    row = store.battles_frame().iloc[0]
+    assert (row["model_a"], row["model_b"], row["anony"]) == ("z", "x", False)
+    with store._cursor() as cursor:
+        stored = cursor.execute(
+            "SELECT attempt, parameters->>'max_new_tokens' FROM messages "
+            "WHERE role = 'assistant' ORDER BY attempt"
+        ).fetchall()
+    assert stored == [(0, "7"), (0, "7"), (1, "3"), (1, "3")]
+
+
+def test_chosen_parameters_are_checked_before_anything_is_sent(store):
+    clients = {n: ScriptedClient(n) for n in ("x", "y")}
+    service = make_service(store, clients)
+    battle = service.new_side_by_side(VISITOR, "x", "y")
+    with pytest.raises(BattleError, match="from 1 to 512"):
+        asyncio.run(drain(service.send(battle, "hi", VISITOR, Sampling(0.7, 0.9, 513))))
+    assert battle.sides is None and not clients["x"].started
+    anonymous = service.new_battle(VISITOR)
+    with pytest.raises(BattleError, match="each model's own generation parameters"):
+        asyncio.run(drain(service.send(anonymous, "hi", VISITOR, Sampling(0.7, 0.9, 8))))
+    with store._cursor() as cursor:
+        assert cursor.execute("SELECT count(*) FROM battles").fetchone() == (0,)

@@ -11,6 +11,7 @@ from arena.leaderboards import LeaderboardService
 from arena.service import BattleService
 from arena.ui.battle import BattleTab, ClientIdentity
 from arena.ui.leaderboard import LeaderboardTab
+from arena.ui.side_by_side import SideBySideTab
 
 TITLE = "Open Feedback Arena"
 
@@ -37,6 +38,8 @@ def build_ui(
             )
         with gr.Tab("⚔️ Battle", id="battle"):
             BattleTab(battles, identity, concurrency_limit).render()
+        with gr.Tab("👀 Side-by-side", id="side-by-side"):
+            SideBySideTab(battles, registry, identity, concurrency_limit).render()
         with gr.Tab("🏆 Leaderboard", id="leaderboard"):
             leaderboard = LeaderboardTab(leaderboards, registry, export_dir)
             leaderboard.render()
