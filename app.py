@@ -19,12 +19,15 @@ import gradio as gr
 from arena.clients import ModelClient
 from arena.config import ConfigError, Registry, load_registry
 from arena.demo_server import PERSONAS, DemoServer
+from arena.export import Exporter, RestoreError
 from arena.leaderboards import LeaderboardService
 from arena.service import BattleService
 from arena.settings import Settings, parse_settings
 from arena.store import Store, StoreVersionError
 from arena.ui import build_ui
 from arena.ui.battle import ClientIdentity
+from arena.ui.consent import ConsentNotice
+from scheduler import ArenaScheduler, Jobs, build_target
 
 log = logging.getLogger("arena")
 
@@ -38,6 +41,7 @@ class Arena:
     store: Store
     battles: BattleService
     leaderboards: LeaderboardService
+    jobs: Jobs
     blocks: gr.Blocks
 
 
@@ -64,6 +68,14 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
         clients = {m.name: ModelClient(m, base_urls[m.name]) for m in registry.enabled}
         battles = BattleService(registry, store, clients, settings.limits)
         leaderboards = LeaderboardService(store, registry)
+        target = build_target(settings.export, settings.data_dir)
+        exporter = Exporter(store, target, license_id=settings.export.license)
+        jobs = Jobs(store, leaderboards, exporter, settings.export.license)
+        if settings.export.hub_repo is not None:
+            # The disk may have been wiped: bring back what was published before serving (a
+            # store that has votes is left alone).
+            jobs.run("restore")
+        stack.enter_context(ArenaScheduler(jobs, settings.export))
         export_dir = settings.data_dir / "exports"
         export_dir.mkdir(parents=True, exist_ok=True)
         blocks = build_ui(
@@ -73,9 +85,11 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
             identity=ClientIdentity(store.ip_salt, settings.proxy_hops),
             concurrency_limit=settings.concurrency_limit,
             export_dir=export_dir,
+            consent=ConsentNotice(store, settings.export.license),
+            publish_status=jobs.status_line,
         )
         blocks.queue(default_concurrency_limit=settings.concurrency_limit)
-        yield Arena(settings, registry, store, battles, leaderboards, blocks)
+        yield Arena(settings, registry, store, battles, leaderboards, jobs, blocks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open_arena(settings) as arena:
             # Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself.
             arena.blocks.launch(max_threads=settings.concurrency_limit)
-    except (ConfigError, StoreVersionError) as error:
+    except (ConfigError, StoreVersionError, RestoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

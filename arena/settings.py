@@ -25,6 +25,29 @@ class Settings:
     """Streaming events allowed to run at once across all users (Gradio queues the rest)."""
     proxy_hops: int
     """Trusted reverse proxies in front of the app; their X-Forwarded-For entries give the IP."""
+    export: ExportSettings
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Where and how often the feedback dataset is published (see `scheduler`)."""
+
+    hub_repo: str | None
+    """Hub dataset repo id (``owner/name``); None: write the dataset to ``<data-dir>/dataset``."""
+    hub_private: bool
+    """Create the repo private if it is missing."""
+    hub_endpoint: str | None
+    """Another Hub server (tests, mirrors); None: huggingface_hub's default."""
+    hub_timeout_s: float
+    """Longest wait for one Hub HTTP request: the client has no timeout of its own."""
+    license: str
+    """The dataset's licence, named in the consent notice and the dataset card."""
+    push_interval_s: int
+    """Seconds between exports; the default, 600, makes at most 6 commits an hour."""
+    refresh_interval_s: int
+    """Seconds between leaderboard recomputations (each stores a snapshot the push publishes)."""
+    compact_interval_s: int
+    """Seconds between compactions (merging shards, dropping deleted battles): daily."""
 
 
 def parse_settings(
@@ -76,6 +99,54 @@ def parse_settings(
         help="trusted reverse proxies in front of the app, e.g. 1 on a Space (env "
         "ARENA_PROXY_HOPS; default 0: the socket peer is the client)",
     )
+    parser.add_argument(
+        "--hub-repo",
+        default=env.get("ARENA_HUB_REPO") or None,
+        help="Hub dataset repo to publish the feedback to, with the token in HF_TOKEN (env "
+        "ARENA_HUB_REPO; default: none, the dataset is written to <data-dir>/dataset)",
+    )
+    parser.add_argument(
+        "--hub-private",
+        action=argparse.BooleanOptionalAction,
+        default=env.get("ARENA_HUB_PRIVATE", "").lower() in ("1", "true", "yes"),
+        help="create the Hub repo private (env ARENA_HUB_PRIVATE=1; default public)",
+    )
+    parser.add_argument(
+        "--hub-endpoint",
+        default=env.get("ARENA_HUB_ENDPOINT") or None,
+        help="Hub server URL (env ARENA_HUB_ENDPOINT; default huggingface_hub's, or HF_ENDPOINT)",
+    )
+    parser.add_argument(
+        "--hub-timeout-s",
+        type=_positive_float,
+        default=env.get("ARENA_HUB_TIMEOUT_S", "60"),
+        help="longest wait for one Hub request (env ARENA_HUB_TIMEOUT_S; default 60)",
+    )
+    parser.add_argument(
+        "--dataset-license",
+        default=env.get("ARENA_DATASET_LICENSE", "cc-by-4.0"),
+        help="licence of the published dataset (env ARENA_DATASET_LICENSE; default cc-by-4.0)",
+    )
+    parser.add_argument(
+        "--push-interval-s",
+        type=_interval,
+        default=env.get("ARENA_PUSH_INTERVAL_S", "600"),
+        help="seconds between dataset exports (env ARENA_PUSH_INTERVAL_S; default 600, at "
+        "least 60: the Hub allows about 128 commits an hour)",
+    )
+    parser.add_argument(
+        "--refresh-interval-s",
+        type=_interval,
+        default=env.get("ARENA_REFRESH_INTERVAL_S", "600"),
+        help="seconds between leaderboard refreshes (env ARENA_REFRESH_INTERVAL_S; default 600)",
+    )
+    parser.add_argument(
+        "--compact-interval-s",
+        type=_interval,
+        default=env.get("ARENA_COMPACT_INTERVAL_S", "86400"),
+        help="seconds between compactions of the dataset, which also drop deleted battles "
+        "(env ARENA_COMPACT_INTERVAL_S; default 86400)",
+    )
     args = parser.parse_args(argv)
     return Settings(
         models_path=Path(args.models),
@@ -84,6 +155,16 @@ def parse_settings(
         demo_token_latency_ms=args.demo_token_latency_ms,
         concurrency_limit=args.concurrency_limit,
         proxy_hops=args.proxy_hops,
+        export=ExportSettings(
+            hub_repo=args.hub_repo,
+            hub_private=args.hub_private,
+            hub_endpoint=args.hub_endpoint,
+            hub_timeout_s=args.hub_timeout_s,
+            license=args.dataset_license,
+            push_interval_s=args.push_interval_s,
+            refresh_interval_s=args.refresh_interval_s,
+            compact_interval_s=args.compact_interval_s,
+        ),
     )
 
 
@@ -114,4 +195,20 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number above 0, got 0")
+    return value
+
+
+def _interval(text: str) -> int:
+    value = _positive_int(text)
+    if value < 60:
+        raise argparse.ArgumentTypeError(
+            f"expected at least 60 seconds, got {value}: the Hub allows about 128 commits an hour"
+        )
     return value

@@ -37,6 +37,7 @@ from arena.votes import Winner
 
 __all__ = [
     "LATEST_VERSION",
+    "Consent",
     "LeaderboardSnapshot",
     "RecordRejected",
     "Store",
@@ -76,6 +77,13 @@ class LeaderboardSnapshot(TypedDict):
     battles_used: int
     records: list[dict[str, Any]]
     """The leaderboard table, one dict per model (model, rating, ci_lower, ci_upper, ...)."""
+
+
+class Consent(TypedDict):
+    share: bool
+    """True: the session's text may be published; False: never (its votes still count)."""
+    terms_version: str
+    decided_at: datetime
 
 
 class Store:
@@ -126,6 +134,18 @@ class Store:
     @property
     def schema_version(self) -> int:
         return self._schema_version
+
+    @property
+    def judge_salt(self) -> str:
+        """The secret key of the voter pseudonyms published in exports (`arena.export`)."""
+        with self._cursor() as cursor:
+            return _fetch_one(cursor, "SELECT value FROM settings WHERE key = 'judge_salt'", [])[0]
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own, for bulk SQL readers and writers (`arena.export`)."""
+        with self._cursor() as cursor:
+            yield cursor
 
     def close(self) -> None:
         """Close the file; further calls raise `StoreError`. Closing twice is harmless."""
@@ -429,6 +449,65 @@ class Store:
         # A category no battle has would offer the leaderboard an empty view.
         unused = [c for c in frame.columns if c.startswith("is_") and not frame[c].any()]
         return frame.drop(columns=unused)
+
+    def record_consent(self, session_id: str, *, share: bool, terms_version: str) -> None:
+        """Record a session's choice to share its text or not; a later choice replaces it."""
+        _require_id("session_id", session_id)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO consents VALUES (?, ?, ?, now())",
+                [session_id, share, terms_version],
+            )
+
+    def consent_of(self, session_id: str) -> Consent | None:
+        """The session's recorded choice, or None if it never chose (which means: not shared)."""
+        with self._cursor() as cursor:
+            row = cursor.execute(
+                "SELECT share, terms_version, decided_at FROM consents WHERE session_id = ?",
+                [session_id],
+            ).fetchone()
+        if row is None:
+            return None
+        share, terms_version, decided_at = row
+        return Consent(share=share, terms_version=terms_version, decided_at=decided_at)
+
+    def delete_contributions(self, *, session_id: str, username: str | None) -> int:
+        """Delete what a visitor contributed; returns how many battles went.
+
+        Everything of the session and, for a logged-in visitor, of every session of that
+        username: battles, their votes, tags, conversations and messages. The ids of the battles
+        are kept in ``deletions``, so the export can tell copies of the dataset to drop them.
+        """
+        _require_id("session_id", session_id)
+        with self._transaction() as cursor:
+            sessions = [session_id]
+            if username:
+                sessions += [
+                    row[0]
+                    for row in cursor.execute(
+                        "SELECT id FROM sessions WHERE username = ?", [username]
+                    ).fetchall()
+                ]
+            battles = [
+                row[0]
+                for row in cursor.execute(
+                    "SELECT id FROM battles WHERE session_id IN (SELECT unnest($sessions))",
+                    {"sessions": sessions},
+                ).fetchall()
+            ]
+            owned = {"sessions": sessions, "battles": battles}
+            for sql in (
+                "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM conversations "
+                "WHERE session_id IN (SELECT unnest($sessions)))",
+                "DELETE FROM conversations WHERE session_id IN (SELECT unnest($sessions))",
+                "DELETE FROM votes WHERE battle_id IN (SELECT unnest($battles))",
+                "DELETE FROM battle_tags WHERE battle_id IN (SELECT unnest($battles))",
+                "DELETE FROM battles WHERE id IN (SELECT unnest($battles))",
+                "INSERT OR IGNORE INTO deletions (id) SELECT unnest($battles)",
+            ):
+                names = {name: owned[name] for name in owned if f"${name}" in sql}
+                cursor.execute(sql, names)
+        return len(battles)
 
     def tag_battle(self, battle_id: str, *, tags: Collection[str], language: str | None) -> None:
         """Record a battle's prompt categories and language (replacing earlier ones)."""

@@ -159,11 +159,54 @@ def _create_battle_tags(con: DuckDBPyConnection) -> None:
     )
 
 
+def _create_consents_and_export(con: DuckDBPyConnection) -> None:
+    # consents: each session's latest share / don't-share choice; no row means "don't share".
+    # deletions: battles a visitor deleted (ids only), published so copies can drop them too.
+    # export_rows assigns every exported vote, snapshot and deletion to one numbered batch per
+    # target, and export_batches says which batches the target confirmed: the export watermark.
+    con.execute(
+        """
+        CREATE TABLE consents (
+            session_id VARCHAR PRIMARY KEY,
+            share BOOLEAN NOT NULL,
+            terms_version VARCHAR NOT NULL,
+            decided_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE deletions (
+            id VARCHAR PRIMARY KEY,
+            deleted_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE export_batches (
+            target VARCHAR NOT NULL,
+            batch INTEGER NOT NULL CHECK (batch >= 1),
+            planned_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            counts JSON,
+            published_at TIMESTAMPTZ,
+            commit_id VARCHAR,
+            PRIMARY KEY (target, batch)
+        );
+        CREATE TABLE export_rows (
+            target VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL CHECK (kind IN ('vote', 'snapshot', 'deletion')),
+            row_id VARCHAR NOT NULL,
+            batch INTEGER NOT NULL,
+            PRIMARY KEY (target, kind, row_id)
+        );
+        """
+    )
+    # The key of the published voter pseudonyms (judge): secret, so they cannot be recomputed
+    # from a guessed username or IP hash.
+    con.execute("INSERT INTO settings VALUES ('judge_salt', ?)", [secrets.token_hex(32)])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
     Migration(3, "leaderboard_snapshots: computed leaderboards", _create_leaderboard_snapshots),
     Migration(4, "battle_tags: categories and language of voted battles", _create_battle_tags),
+    Migration(
+        5, "consents, deletions, export batches and the judge salt", _create_consents_and_export
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -10,6 +11,7 @@ from arena.config import Registry
 from arena.leaderboards import LeaderboardService
 from arena.service import BattleService
 from arena.ui.battle import BattleTab, ClientIdentity
+from arena.ui.consent import ConsentNotice
 from arena.ui.leaderboard import LeaderboardTab
 from arena.ui.side_by_side import SideBySideTab
 
@@ -24,8 +26,10 @@ def build_ui(
     identity: ClientIdentity,
     concurrency_limit: int,
     export_dir: Path,
+    consent: ConsentNotice,
+    publish_status: Callable[[], str],
 ) -> gr.Blocks:
-    """The whole app's Blocks, ready to launch."""
+    """The whole app's Blocks, ready to launch; ``publish_status`` says when data was published."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         gr.Markdown(f"# ⚔️ {TITLE}")
         demo_models = [m.display_name for m in registry.enabled if m.is_demo]
@@ -37,12 +41,15 @@ def build_ui(
                 elem_id="demo-banner",
             )
         with gr.Tab("⚔️ Battle", id="battle"):
-            BattleTab(battles, identity, concurrency_limit).render()
+            BattleTab(battles, identity, concurrency_limit, consent).render()
         with gr.Tab("👀 Side-by-side", id="side-by-side"):
             SideBySideTab(battles, registry, identity, concurrency_limit).render()
         with gr.Tab("🏆 Leaderboard", id="leaderboard"):
             leaderboard = LeaderboardTab(leaderboards, registry, export_dir)
             leaderboard.render()
+        status = gr.Markdown(elem_id="publish-status")
+        for event in (blocks.load, gr.Timer(60).tick):
+            event(publish_status, outputs=status, api_visibility="private")
         blocks.load(
             leaderboard.update,
             inputs=leaderboard.refresh_inputs,

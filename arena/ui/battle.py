@@ -17,6 +17,7 @@ from arena.battles import Battle, BattleError, Phase, Side
 from arena.privacy import client_ip, hash_ip
 from arena.replies import Reply
 from arena.service import BattleService, Visitor
+from arena.ui.consent import ConsentNotice
 from arena.votes import Winner
 
 VOTE_BUTTONS = (
@@ -101,9 +102,14 @@ class BattleTab:
     """Builds the tab's components and wires their events to the service."""
 
     def __init__(
-        self, service: BattleService, identity: ClientIdentity, concurrency_limit: int
+        self,
+        service: BattleService,
+        identity: ClientIdentity,
+        concurrency_limit: int,
+        consent: ConsentNotice,
     ) -> None:
         self._service = service
+        self._consent = consent
         self._identity = identity
         self._concurrency_limit = concurrency_limit
 
@@ -113,6 +119,7 @@ class BattleTab:
             "vote for the better one; their names are revealed after your vote."
         )
         self.battle = gr.State(None)
+        self._consent.render(self.battle)
         with gr.Row():
             self.chatbot_a = gr.Chatbot(label="Model A", elem_id="chatbot-a", height=480)
             self.chatbot_b = gr.Chatbot(label="Model B", elem_id="chatbot-b", height=480)
@@ -179,7 +186,7 @@ class BattleTab:
         gr.on(
             [self.send.click, self.prompt.submit],
             self._on_send,
-            inputs=[self.prompt, self.battle],
+            inputs=[self.prompt, self.battle, self._consent.choice],
             api_name="battle_send",
             **streaming,
         )
@@ -196,15 +203,24 @@ class BattleTab:
         self.new_round.click(
             self._on_new_round, inputs=[self.battle], outputs=self._outputs, api_name="battle_new"
         )
+        self._consent.delete_button.click(
+            self._on_delete,
+            inputs=[self.battle],
+            outputs=self._outputs,
+            api_name="delete_contributions",
+        )
 
     async def _on_send(
-        self, prompt: str, battle: Battle | None, request: gr.Request
+        self, prompt: str, battle: Battle | None, consent: bool | None, request: gr.Request
     ) -> AsyncIterator[list[Any]]:
         if not prompt or not prompt.strip():
             yield self._view(battle)
             return
         visitor = visitor_for(battle, request, self._identity)
-        battle = battle or self._service.new_battle(visitor)
+        if battle is None:
+            # The session gets its id now: record the choice made before it had one.
+            self._consent.record(visitor.session_id, consent)
+            battle = self._service.new_battle(visitor)
         updates = self._service.send(battle, prompt, visitor)
         try:
             first = await anext(updates)
@@ -239,6 +255,12 @@ class BattleTab:
             return self._view(battle)
 
         return on_vote
+
+    def _on_delete(self, battle: Battle | None, request: gr.Request) -> list[Any]:
+        visitor = visitor_for(battle, request, self._identity)
+        notice = self._consent.delete(visitor.session_id, visitor.username)
+        # The battle on screen is gone with the rest: start afresh, in a new session.
+        return self._view(None, clear_prompt=True, notice=notice)
 
     def _on_new_round(self, battle: Battle | None, request: gr.Request) -> list[Any]:
         visitor = visitor_for(battle, request, self._identity)

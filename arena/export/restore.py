@@ -1,0 +1,241 @@
+"""Rebuilding an empty store from the published dataset (a Space's disk is wiped on restart).
+
+What comes back: every published vote with its battle, both conversations (every attempt) and
+tags, and the leaderboard history, so ratings and the rating-over-time plot are as before. What
+the dataset never held stays lost: IPs, usernames and session ids (each voter comes back as one
+session named after its pseudonym, so per-voter filters group votes as before), and the text of
+sessions that did not share (their turns come back as empty messages, so those votes still
+count; the rating filter that subsamples much-repeated prompts cannot see those prompts any
+more, so a leaderboard recomputed after a restore can differ where withheld prompts repeated
+a lot). The published batches are marked as such: the next push continues after them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from arena.export.push import EXPORT_LOCK
+from arena.export.tables import CONFIGS
+from arena.export.targets import PublishError, Target
+from arena.store import Store
+
+log = logging.getLogger("arena.export")
+
+
+class RestoreError(Exception):
+    """The published dataset could not be read; the store was left empty."""
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    votes: int = 0
+    conversations: int = 0
+    snapshots: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+    """Why nothing was restored, if nothing was."""
+
+    def describe(self) -> str:
+        if self.skipped is not None:
+            return f"restore: skipped, {self.skipped} ({self.seconds:.2f} s)"
+        return (
+            f"restore: {self.votes} votes, {self.conversations} conversations, "
+            f"{self.snapshots} leaderboard snapshots from {self.batches} batches "
+            f"({self.seconds:.2f} s)"
+        )
+
+
+def restore_store(store: Store, target: Target) -> RestoreResult:
+    """Fill an empty ``store`` from what ``target`` published; a store with votes is left alone."""
+    started = time.perf_counter()
+
+    def skipped(reason: str) -> RestoreResult:
+        return RestoreResult(skipped=reason, seconds=time.perf_counter() - started)
+
+    with EXPORT_LOCK:
+        with store.cursor() as cursor:
+            [(held,)] = cursor.execute(
+                "SELECT (SELECT count(*) FROM votes) + (SELECT count(*) FROM leaderboard_snapshots)"
+            ).fetchall()
+        if held:
+            return skipped("the store already has votes or leaderboards")
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                files = target.fetch_data(Path(scratch))
+            except PublishError as error:
+                raise RestoreError(
+                    f"cannot read the dataset to restore the store: {error}"
+                ) from error
+            if not any(path.startswith("data/battles/") for path in files):
+                return skipped("nothing was published yet")
+            with store.cursor() as cursor:
+                cursor.begin()
+                try:
+                    counts = _load(cursor, files, target.key)
+                except BaseException:
+                    cursor.rollback()
+                    raise
+                cursor.commit()
+    return RestoreResult(**counts, seconds=time.perf_counter() - started)
+
+
+def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str) -> dict[str, int]:
+    # Every batch has a file of every config (see arena.export.tables), so none is missing.
+    batches: dict[int, dict[str, int]] = {}
+    for config in CONFIGS:
+        paths = [str(p) for name, p in files.items() if name.startswith(f"data/{config}/")]
+        for batch, rows in cursor.execute(
+            f"SELECT {_batch_of('file_name')}, sum(num_rows) "
+            "FROM parquet_file_metadata($paths) GROUP BY ALL",
+            {"paths": paths},
+        ).fetchall():
+            batches.setdefault(batch, {})[config] = int(rows)
+        cursor.execute(
+            f"CREATE OR REPLACE TEMP TABLE restore_{config} AS SELECT * "
+            "FROM read_parquet($paths, filename = true, union_by_name = true)",
+            {"paths": paths},
+        ).fetchall()
+    for sql in _RESTORE:
+        cursor.execute(sql, {"target": target} if "$target" in sql else None).fetchall()
+    for batch, counts in sorted(batches.items()):
+        cursor.execute(
+            "INSERT INTO export_batches (target, batch, counts, published_at) "
+            "VALUES (?, ?, ?, now())",
+            [target, batch, json.dumps(counts)],
+        ).fetchall()
+    [(votes, conversations, snapshots)] = cursor.execute(
+        "SELECT (SELECT count(*) FROM votes), (SELECT count(*) FROM conversations), "
+        "(SELECT count(*) FROM leaderboard_snapshots)"
+    ).fetchall()
+    return {
+        "votes": votes,
+        "conversations": conversations,
+        "snapshots": snapshots,
+        "batches": len(batches),
+    }
+
+
+def _batch_of(column: str) -> str:
+    """SQL: the batch number in a shard's file name (see `arena.export.push.shard_path`)."""
+    return f"CAST(regexp_extract({column}, 'batch-(\\d+)[^/]*\\.parquet$', 1) AS INTEGER)"
+
+
+_BATCH_OF_FILE = _batch_of("filename")
+
+_RESTORE = [
+    # Deleted battles stay deleted, even while earlier shards still hold them; a battle that a
+    # crashed local compaction left in two shards comes back once.
+    """
+    INSERT INTO deletions SELECT DISTINCT question_id, to_timestamp(tstamp) FROM restore_deletions
+    """,
+    """
+    DELETE FROM restore_battles WHERE question_id IN (SELECT id FROM deletions)
+    """,
+    """
+    DELETE FROM restore_conversations WHERE question_id IN (SELECT id FROM deletions)
+    """,
+    """
+    CREATE OR REPLACE TEMP TABLE restore_battles AS
+    SELECT * FROM restore_battles QUALIFY row_number() OVER (PARTITION BY question_id) = 1
+    """,
+    """
+    CREATE OR REPLACE TEMP TABLE restore_conversations AS
+    SELECT * FROM restore_conversations
+    QUALIFY row_number() OVER (PARTITION BY conversation_id) = 1
+    """,
+    """
+    CREATE OR REPLACE TEMP TABLE restore_leaderboard AS
+    SELECT * FROM restore_leaderboard QUALIFY row_number() OVER (PARTITION BY snapshot_id) = 1
+    """,
+    # One session per voter pseudonym, sharing if any of its battles came with text.
+    """
+    INSERT INTO sessions (id)
+    SELECT DISTINCT 'restored-' || judge FROM restore_battles
+    """,
+    """
+    INSERT INTO consents
+    SELECT 'restored-' || judge, bool_or(text_shared), 'restored', now()
+    FROM restore_battles GROUP BY judge
+    """,
+    # Conversations that were published keep their ids; withheld ones get ids of their own.
+    """
+    CREATE OR REPLACE TEMP TABLE restore_sides AS
+    SELECT b.question_id, s.side, 'restored-' || b.judge AS session_id,
+        CASE s.side WHEN 'a' THEN b.model_a ELSE b.model_b END AS model,
+        coalesce(c.conversation_id, b.question_id || '-' || s.side) AS conversation_id,
+        coalesce(c.mode, CASE WHEN b.anony THEN 'battle' ELSE 'side_by_side' END) AS mode,
+        to_timestamp(coalesce(c.tstamp, b.tstamp)) AS created_at,
+        c.messages, b.turn, b.has_error
+    FROM restore_battles b
+    CROSS JOIN (VALUES ('a'), ('b')) s(side)
+    LEFT JOIN restore_conversations c ON c.question_id = b.question_id AND c.side = s.side
+    """,
+    """
+    INSERT INTO battles (id, session_id, model_a, model_b, anony, conversation_a,
+        conversation_b, created_at)
+    SELECT b.question_id, 'restored-' || b.judge, b.model_a, b.model_b, b.anony,
+        a.conversation_id, s.conversation_id, a.created_at
+    FROM restore_battles b
+    JOIN restore_sides a ON a.question_id = b.question_id AND a.side = 'a'
+    JOIN restore_sides s ON s.question_id = b.question_id AND s.side = 'b'
+    """,
+    """
+    INSERT INTO conversations (id, session_id, mode, model, battle_id, side, created_at)
+    SELECT conversation_id, session_id, mode, model, question_id, side, created_at
+    FROM restore_sides
+    """,
+    """
+    INSERT INTO messages (id, conversation_id, turn, attempt, role, content, created_at, model,
+        finished, error_kind)
+    SELECT uuid()::VARCHAR, s.conversation_id, m.turn, m.attempt, m.role, m.content,
+        to_timestamp(m.tstamp), CASE WHEN m.role = 'assistant' THEN s.model END,
+        CASE WHEN m.role = 'assistant' THEN m.finished END, m.error_kind
+    FROM restore_sides s, unnest(s.messages) AS u(m)
+    WHERE s.messages IS NOT NULL
+    """,
+    # Withheld text: each turn comes back as an empty prompt and reply, failed if the battle had
+    # a failure, so the vote is rated (or filtered) exactly as before.
+    """
+    INSERT INTO messages (id, conversation_id, turn, attempt, role, content, created_at, model,
+        finished, error_kind)
+    SELECT uuid()::VARCHAR, s.conversation_id, t.turn, 0, r.role, '', s.created_at,
+        CASE WHEN r.role = 'assistant' THEN s.model END,
+        CASE WHEN r.role = 'assistant' THEN NOT s.has_error END, NULL
+    FROM restore_sides s, range(s.turn) t(turn), (VALUES ('user'), ('assistant')) r(role)
+    WHERE s.messages IS NULL
+    """,
+    """
+    INSERT INTO votes (id, battle_id, session_id, winner, created_at)
+    SELECT uuid()::VARCHAR, question_id, 'restored-' || judge, winner, to_timestamp(tstamp)
+    FROM restore_battles
+    """,
+    """
+    INSERT INTO battle_tags
+    SELECT question_id, language, category_tags FROM restore_battles
+    WHERE language IS NOT NULL OR len(category_tags) > 0
+    """,
+    """
+    INSERT INTO leaderboard_snapshots
+    SELECT snapshot_id, computed_at, category, style_control, battles_used, records::JSON
+    FROM restore_leaderboard
+    """,
+    # What was restored is published already: the watermark resumes after the last batch.
+    f"""
+    INSERT INTO export_rows
+    SELECT $target, 'vote', v.id, {_BATCH_OF_FILE} FROM restore_battles b
+    JOIN votes v ON v.battle_id = b.question_id
+    UNION ALL
+    SELECT $target, 'snapshot', snapshot_id, {_BATCH_OF_FILE} FROM restore_leaderboard
+    UNION ALL
+    SELECT DISTINCT ON (question_id) $target, 'deletion', question_id, {_BATCH_OF_FILE}
+    FROM restore_deletions
+    """,
+]

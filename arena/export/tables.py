@@ -1,0 +1,223 @@
+"""One export batch as Parquet files, one per dataset config, written by DuckDB.
+
+A batch is a set of votes, leaderboard snapshots and deletions (`arena.export.push` assigns
+them). Text comes only from sessions that chose to share, and only after `arena.pii.scrub`;
+voters appear as a salted hash (``judge``), never as a username, IP hash or session id. Every
+config gets a file in every batch (empty when it has no rows), so each config's schema is always
+in the dataset; the card lists only configs with rows, since `datasets` refuses an empty one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from arena.pii import scrub
+
+CONFIGS = ("battles", "conversations", "preference", "unpaired", "leaderboard", "deletions")
+"""The dataset's configs, each a folder ``data/<config>/`` of Parquet shards."""
+
+_BATCH = """
+CREATE OR REPLACE TEMP TABLE export_votes AS
+SELECT v.battle_id, v.winner, v.created_at, b.model_a, b.model_b, b.anony,
+    coalesce(k.share, false) AS text_shared,
+    'arena_' || left(sha256($salt || ':' || coalesce(
+        'user:' || v.username, 'ip:' || v.ip_hash, 'session:' || v.session_id)), 24) AS judge,
+    bt.language, bt.tags
+FROM votes v
+JOIN export_rows r ON r.row_id = v.id AND r.kind = 'vote' AND r.target = $target
+    AND r.batch = $batch
+JOIN battles b ON b.id = v.battle_id
+LEFT JOIN consents k ON k.session_id = b.session_id
+LEFT JOIN battle_tags bt ON bt.battle_id = v.battle_id
+"""
+
+_MESSAGES = """
+-- Every message of the batch's battles, shared or not, without its text. Ranked here rather than
+-- read from the latest_messages view, which ranks every message of the store: a small export
+-- would cost as much as a full one.
+CREATE OR REPLACE TEMP TABLE export_messages AS
+SELECT m.id, m.conversation_id, c.battle_id, c.side, m.turn, m.attempt, m.role, m.finished,
+    m.error_kind, epoch(m.created_at) AS tstamp,
+    m.attempt = max(m.attempt) OVER (PARTITION BY m.conversation_id, m.turn, m.role) AS latest
+FROM messages m
+JOIN conversations c ON c.id = m.conversation_id
+WHERE c.battle_id IN (SELECT battle_id FROM export_votes)
+"""
+
+_SHARED_TEXT = """
+SELECT e.id, m.content
+FROM export_messages e
+JOIN messages m ON m.id = e.id
+JOIN export_votes v ON v.battle_id = e.battle_id AND v.text_shared
+"""
+
+_TEXT = """
+CREATE OR REPLACE TEMP TABLE export_text AS
+SELECT e.*, s.content FROM export_messages e JOIN export_scrubbed s ON s.id = e.id
+"""
+
+_BATTLES = """
+CREATE OR REPLACE TEMP TABLE export_battles AS
+WITH shape AS (
+    -- Turns and failures from every battle of the batch, shared or not: no text leaves here.
+    SELECT battle_id,
+        count(*) FILTER (side = 'a' AND role = 'user') AS turns_a,
+        count(*) FILTER (side = 'b' AND role = 'user') AS turns_b,
+        count(*) FILTER (role = 'user')
+            > count(*) FILTER (role = 'assistant' AND finished AND error_kind IS NULL)
+            AS unanswered
+    FROM export_messages
+    WHERE latest
+    GROUP BY battle_id
+),
+transcripts AS (
+    SELECT battle_id,
+        list({'turn': turn, 'reply': role <> 'user', 'role': role, 'content': content})
+            FILTER (side = 'a') AS a,
+        list({'turn': turn, 'reply': role <> 'user', 'role': role, 'content': content})
+            FILTER (side = 'b') AS b
+    FROM export_text
+    WHERE latest
+    GROUP BY battle_id
+)
+SELECT v.battle_id AS question_id, v.model_a, v.model_b, v.winner, v.judge,
+    list_transform(list_sort(coalesce(t.a, [])), lambda m: {'role': m.role, 'content': m.content})
+        AS conversation_a,
+    list_transform(list_sort(coalesce(t.b, [])), lambda m: {'role': m.role, 'content': m.content})
+        AS conversation_b,
+    coalesce(s.turns_a, 0)::INTEGER AS turn,
+    v.anony, v.language, epoch(v.created_at) AS tstamp,
+    coalesce(v.tags, []::VARCHAR[]) AS category_tags,
+    coalesce(s.unanswered OR s.turns_a <> s.turns_b, true) AS has_error,
+    v.text_shared
+FROM export_votes v
+LEFT JOIN shape s ON s.battle_id = v.battle_id
+LEFT JOIN transcripts t ON t.battle_id = v.battle_id
+ORDER BY tstamp, question_id
+"""
+
+_QUERIES = {
+    "battles": "SELECT * FROM export_battles ORDER BY tstamp, question_id",
+    # Lists are grouped by one narrow key and sorted afterwards: faster than an ordered list().
+    "conversations": """
+        WITH grouped AS (
+            SELECT conversation_id,
+                list({'turn': turn, 'reply': role <> 'user', 'attempt': attempt, 'role': role,
+                    'content': content, 'finished': finished, 'error_kind': error_kind,
+                    'latest': latest, 'tstamp': tstamp}) AS messages
+            FROM export_text
+            GROUP BY conversation_id
+        )
+        SELECT c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model,
+            v.judge, v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp,
+            list_transform(list_sort(g.messages), lambda m: {'turn': m.turn,
+                'attempt': m.attempt, 'role': m.role, 'content': m.content,
+                'finished': m.finished, 'error_kind': m.error_kind, 'latest': m.latest,
+                'tstamp': m.tstamp}) AS messages
+        FROM grouped g
+        JOIN conversations c ON c.id = g.conversation_id
+        JOIN export_votes v ON v.battle_id = c.battle_id
+        ORDER BY tstamp, conversation_id
+    """,
+    # TRL preference rows: the first-turn prompt, the winner's reply chosen, the loser's rejected.
+    "preference": """
+        SELECT question_id, [conversation_a[1]] AS prompt,
+            [CASE WHEN winner = 'model_a' THEN conversation_a[2] ELSE conversation_b[2] END]
+                AS chosen,
+            [CASE WHEN winner = 'model_a' THEN conversation_b[2] ELSE conversation_a[2] END]
+                AS rejected,
+            CASE WHEN winner = 'model_a' THEN model_a ELSE model_b END AS chosen_model,
+            CASE WHEN winner = 'model_a' THEN model_b ELSE model_a END AS rejected_model,
+            language, tstamp
+        FROM export_battles
+        WHERE text_shared AND NOT has_error AND winner IN ('model_a', 'model_b')
+        ORDER BY tstamp, question_id
+    """,
+    # TRL unpaired (KTO) rows: each first-turn reply of a decided battle, labelled good or bad.
+    "unpaired": """
+        SELECT question_id, [conversation_a[1]] AS prompt,
+            [CASE WHEN side = 'a' THEN conversation_a[2] ELSE conversation_b[2] END]
+                AS completion,
+            CASE WHEN side = 'a' THEN model_a ELSE model_b END AS model,
+            winner = 'model_' || side AS label, language, tstamp
+        FROM export_battles, (VALUES ('a'), ('b')) sides(side)
+        WHERE text_shared AND NOT has_error
+            AND winner IN ('model_a', 'model_b', 'tie (bothbad)')
+        ORDER BY tstamp, question_id, side
+    """,
+    "leaderboard": """
+        SELECT s.id AS snapshot_id, s.computed_at, s.category, s.style_control, s.battles_used,
+            s.records::VARCHAR AS records
+        FROM leaderboard_snapshots s
+        JOIN export_rows r ON r.row_id = s.id AND r.kind = 'snapshot' AND r.target = $target
+            AND r.batch = $batch
+        ORDER BY s.computed_at, s.id
+    """,
+    # Battles their authors deleted: drop them from any copy (the next compaction drops them
+    # from this dataset's earlier shards).
+    "deletions": """
+        SELECT d.id AS question_id, epoch(d.deleted_at) AS tstamp
+        FROM deletions d
+        JOIN export_rows r ON r.row_id = d.id AND r.kind = 'deletion' AND r.target = $target
+            AND r.batch = $batch
+        ORDER BY tstamp, question_id
+    """,
+}
+
+
+def write_batch(
+    cursor: duckdb.DuckDBPyConnection, *, target: str, batch: int, salt: str, folder: Path
+) -> dict[str, int]:
+    """Write batch ``batch`` of ``target`` as ``folder/<config>.parquet``; returns row counts."""
+    params = {"target": target, "batch": batch}
+    _run(cursor, _BATCH, params | {"salt": salt})
+    _run(cursor, _MESSAGES)
+    shared = cursor.sql(_SHARED_TEXT).to_arrow_table()
+    scrubbed = pa.table(
+        {
+            "id": shared.column("id").cast(pa.string()),
+            "content": pa.array(
+                [scrub(text) for text in shared.column("content").to_pylist()], type=pa.string()
+            ),
+        }
+    )
+    cursor.register("export_scrubbed", scrubbed)
+    try:
+        _run(cursor, _TEXT)
+        _run(cursor, _BATTLES)
+        counts: dict[str, int] = {}
+        for config, sql in _QUERIES.items():
+            path = folder / f"{config}.parquet"
+            query_params = params if "$batch" in sql else None
+            _run(
+                cursor,
+                f"COPY ({sql}) TO '{_quote(path)}' (FORMAT parquet, COMPRESSION zstd)",
+                query_params,
+            )
+            counts[config] = _count(cursor, path)
+    finally:
+        cursor.unregister("export_scrubbed")
+        for table in ("export_votes", "export_messages", "export_text", "export_battles"):
+            _run(cursor, f"DROP TABLE IF EXISTS {table}")
+    return counts
+
+
+def _run(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None
+) -> None:
+    """Run a statement to completion: DuckDB 2 refuses new work while a result is unread."""
+    cursor.execute(sql, params).fetchall()
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _count(cursor: duckdb.DuckDBPyConnection, path: Path) -> int:
+    [(rows,)] = cursor.execute(
+        f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata('{_quote(path)}')"
+    ).fetchall()
+    return int(rows)

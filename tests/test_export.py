@@ -1,0 +1,257 @@
+"""The export job: what reaches the dataset, and what never does.
+
+Battles are played straight into a store (no UI), pushed to a local folder, and read back with
+DuckDB and with the ``datasets`` library, the way a model trainer would load them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from arena.export import CONFIGS, Exporter, LocalFolder, shard_path
+from arena.export.terms import TERMS_VERSION
+from arena.replies import Reply
+from arena.store import LeaderboardSnapshot, Store
+from arena.votes import Winner
+
+CORPUS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "pii_corpus.jsonl").read_text().splitlines()
+    if line.strip()
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "data") as opened:
+        yield opened
+
+
+@pytest.fixture
+def exporter(store: Store, tmp_path: Path) -> Exporter:
+    return Exporter(store, LocalFolder(tmp_path / "dataset"), license_id="cc-by-4.0")
+
+
+def play(
+    store: Store,
+    battle_id: str,
+    *,
+    session_id: str = "s1",
+    share: bool | None = True,
+    winner: Winner = Winner.MODEL_A,
+    prompt: str = "What is the capital of France?",
+    replies: tuple[str, str] = ("Paris.", "Lyon."),
+    username: str | None = None,
+) -> None:
+    """One voted one-turn battle of alpha (A) against beta (B); ``share`` None: no choice."""
+    store.record_session(session_id, ip_hash=f"iphash-{session_id}", username=username)
+    if share is not None:
+        store.record_consent(session_id, share=share, terms_version=TERMS_VERSION)
+    sides = store.start_battle(
+        battle_id=battle_id, session_id=session_id, model_a="alpha", model_b="beta"
+    )
+    for conversation, model, text in zip(sides, ("alpha", "beta"), replies, strict=True):
+        store.add_user_message(conversation, turn=0, content=prompt)
+        reply = Reply(model=model, text=text, tokens=2, ttft_s=0.1, total_s=0.2, finished=True)
+        store.add_reply(conversation, turn=0, attempt=0, reply=reply, parameters={})
+    store.record_vote(
+        battle_id=battle_id,
+        session_id=session_id,
+        winner=winner,
+        username=username,
+        ip_hash=f"iphash-{session_id}",
+    )
+
+
+def rows(folder: Path, config: str) -> list[dict]:
+    """Every row of one config, across its shards."""
+    with duckdb.connect() as con:
+        frame = con.execute(f"SELECT * FROM read_parquet('{folder}/data/{config}/*.parquet')").df()
+    return frame.to_dict("records")
+
+
+def published_text(folder: Path) -> str:
+    """Everything a reader of the folder can see, as one string: every value and the card."""
+    parts = [(folder / "README.md").read_text()]
+    with duckdb.connect() as con:
+        for config in CONFIGS:
+            parts += [
+                row[0]
+                for row in con.execute(
+                    f"SELECT to_json(t)::VARCHAR FROM read_parquet("
+                    f"'{folder}/data/{config}/*.parquet') t"
+                ).fetchall()
+            ]
+    return "\n".join(parts)
+
+
+def test_a_push_writes_every_config_and_a_card_that_datasets_loads(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    play(store, "b1", winner=Winner.MODEL_A)
+    play(store, "b2", session_id="s2", winner=Winner.BOTH_BAD)
+    play(store, "regretted", session_id="s3")
+    assert store.delete_contributions(session_id="s3", username=None) == 1
+    store.save_leaderboard(
+        LeaderboardSnapshot(
+            computed_at=store.vote_for("b1")["created_at"],  # type: ignore[index]
+            category=None,
+            style_control=False,
+            battles_used=2,
+            records=[{"model": "alpha", "rating": 1010.0}],
+        )
+    )
+
+    result = exporter.push()
+
+    folder = tmp_path / "dataset"
+    assert result.batch == 1
+    assert result.rows == {
+        "battles": 2,
+        "conversations": 4,
+        "preference": 1,
+        "unpaired": 4,
+        "leaderboard": 1,
+        "deletions": 1,
+    }
+    card = (folder / "README.md").read_text()
+    assert "license: cc-by-4.0" in card and "config_name: preference" in card
+    loaded = {
+        config: datasets.load_dataset(
+            str(folder), config, split="train", cache_dir=str(tmp_path / "cache")
+        )
+        for config in CONFIGS
+    }
+    assert {config: len(data) for config, data in loaded.items()} == result.rows
+    preference = loaded["preference"][0]
+    assert preference["prompt"] == [{"role": "user", "content": "What is the capital of France?"}]
+    assert preference["chosen"] == [{"role": "assistant", "content": "Paris."}]
+    assert preference["rejected"] == [{"role": "assistant", "content": "Lyon."}]
+    # Both bad: both replies are undesirable; a clear win labels the winner good, the loser bad.
+    labels = sorted((r["question_id"], r["model"], r["label"]) for r in loaded["unpaired"])
+    assert labels == [
+        ("b1", "alpha", True),
+        ("b1", "beta", False),
+        ("b2", "alpha", False),
+        ("b2", "beta", False),
+    ]
+    assert loaded["deletions"]["question_id"] == ["regretted"]
+    battle = loaded["battles"][0]
+    assert set(battle) >= {
+        "question_id", "model_a", "model_b", "winner", "judge", "conversation_a",
+        "conversation_b", "turn", "anony", "language", "tstamp", "category_tags",
+    }  # fmt: skip
+    assert battle["conversation_a"][1] == {"role": "assistant", "content": "Paris."}
+
+
+def test_each_push_publishes_only_the_new_rows_in_a_new_shard(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    folder = tmp_path / "dataset"
+    play(store, "b1")
+    assert exporter.push().batch == 1
+    assert exporter.push().batch is None  # nothing new: no batch, no files
+
+    play(store, "b2", session_id="s2")
+    second = exporter.push()
+
+    assert second.batch == 2 and second.rows["battles"] == 1
+    assert [r["question_id"] for r in rows(folder, "battles")] == ["b1", "b2"]
+    assert (folder / shard_path("battles", 2)).exists()
+    assert "| `battles` | 2 |" in (folder / "README.md").read_text()  # the card counts all
+
+
+def test_text_is_published_only_for_sessions_that_chose_to_share(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    play(store, "shared", session_id="s1", share=True, prompt="shared prompt")
+    play(store, "refused", session_id="s2", share=False, prompt="private prompt one")
+    play(store, "silent", session_id="s3", share=None, prompt="private prompt two")
+
+    exporter.push()
+
+    folder = tmp_path / "dataset"
+    text = published_text(folder)
+    assert "shared prompt" in text
+    assert "private prompt" not in text
+    # Their votes still count, without text.
+    battles = {r["question_id"]: r for r in rows(folder, "battles")}
+    assert set(battles) == {"shared", "refused", "silent"}
+    assert list(battles["refused"]["conversation_a"]) == []
+    assert not battles["silent"]["text_shared"] and battles["shared"]["text_shared"]
+    assert {r["question_id"] for r in rows(folder, "conversations")} == {"shared"}
+    assert {r["question_id"] for r in rows(folder, "preference")} == {"shared"}
+
+
+def test_the_card_lists_only_configs_with_rows_so_each_one_loads(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    play(store, "b1", share=False)  # a vote without text: no preference rows, no snapshot
+    exporter.push()
+    play(store, "b2", session_id="s2")
+    exporter.push()  # preference rows now, in the second shard only
+
+    folder = tmp_path / "dataset"
+    card = (folder / "README.md").read_text()
+    listed = [c for c in CONFIGS if f"config_name: {c}" in card]
+    assert listed == ["battles", "conversations", "preference", "unpaired"]
+    for config in listed:
+        loaded = datasets.load_dataset(
+            str(folder), config, split="train", cache_dir=str(tmp_path / "cache")
+        )
+        assert len(loaded) > 0
+
+
+def test_a_later_choice_replaces_the_earlier_one(store: Store) -> None:
+    store.record_session("s1", ip_hash=None, username=None)
+    assert store.consent_of("s1") is None
+    store.record_consent("s1", share=True, terms_version=TERMS_VERSION)
+    store.record_consent("s1", share=False, terms_version=TERMS_VERSION)
+    consent = store.consent_of("s1")
+    assert consent is not None
+    assert consent["share"] is False and consent["terms_version"] == TERMS_VERSION
+
+
+def test_planted_secrets_never_reach_the_dataset(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    for index, case in enumerate(CORPUS):
+        # Users paste secrets, and models echo them: both turns must be scrubbed.
+        play(
+            store,
+            f"b{index}",
+            session_id=f"s{index}",
+            prompt=case["text"],
+            replies=(f"You said: {case['text']}", "I cannot help."),
+        )
+
+    exporter.push()
+
+    text = published_text(tmp_path / "dataset")
+    leaked = [s for case in CORPUS for s in case["secrets"] if s in text]
+    assert leaked == []
+    assert "<EMAIL>" in text and "<CREDIT_CARD>" in text and "<API_KEY>" in text
+
+
+def test_voters_appear_only_as_a_salted_pseudonym(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    play(store, "b1", session_id="session-one", username="alice-the-voter")
+    play(store, "b2", session_id="session-one", username="alice-the-voter")
+    play(store, "b3", session_id="session-two")
+
+    exporter.push()
+
+    text = published_text(tmp_path / "dataset")
+    for private in ("session-one", "session-two", "alice-the-voter", "iphash-", store.ip_salt):
+        assert private not in text
+    judges = {r["question_id"]: r["judge"] for r in rows(tmp_path / "dataset", "battles")}
+    assert judges["b1"] == judges["b2"] != judges["b3"]
+    assert judges["b1"].startswith("arena_")
