@@ -44,13 +44,15 @@ def build_ui(
             BattleTab(battles, identity, concurrency_limit, consent).render()
         with gr.Tab("👀 Side-by-side", id="side-by-side"):
             SideBySideTab(battles, registry, identity, concurrency_limit).render()
-        with gr.Tab("🏆 Leaderboard", id="leaderboard"):
+        with gr.Tab("🏆 Leaderboard", id="leaderboard") as leaderboard_tab:
             leaderboard = LeaderboardTab(leaderboards, registry, export_dir)
             leaderboard.render()
         status = gr.Markdown(elem_id="publish-status")
         for event in (blocks.load, gr.Timer(60).tick):
             event(publish_status, outputs=status, api_visibility="private")
-        blocks.load(
+        # Opening the tab shows the votes just cast, without waiting for the refresh timer.
+        gr.on(
+            [blocks.load, leaderboard_tab.select],
             leaderboard.update,
             inputs=leaderboard.refresh_inputs,
             outputs=leaderboard.refresh_outputs,
