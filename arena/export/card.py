@@ -112,9 +112,10 @@ leaderboard.
   the user's next turn reacted to, the polarity (`sat` / `dsat`), the category (gratitude,
   praise, negative_feedback, revision, factual_error, ...), the `source` that labelled it
   (`rules`: the arena's readable rules, identified by `labeller`) and the evidence, a span of the
-  next user turn (`turn` + 1) as published in `conversations`, with its character offsets (empty
-  when scrubbing changed the span). The rules' precision is high and their recall on unseen
-  wording low (about half of complaints are missed): absent signals mean little.
+  next user turn (`turn` + 1) as published in `conversations`, with its character offsets
+  (empty in the rare case the span cannot be located in the scrubbed turn). The rules' precision
+  is high and their recall on unseen wording low (about half of complaints are missed): absent
+  signals mean little.
 - `conversations` holds both sides of every published battle with every attempt of each reply
   (regenerations included), and the battle's vote as `battle_winner`.
 - Visitors can delete their contributions. The ids of deleted battles are listed in `deletions`

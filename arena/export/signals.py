@@ -6,9 +6,10 @@ its conversation's text is (its session shared), and only in scrubbed form.
 
 * ``export_signals`` (the ``signals`` config): one row per stored signal (``message_signals``
   rows with a polarity) whose reply and user turn are published. The evidence is the span of
-  the *scrubbed* user turn, with offsets into the text the ``conversations`` config publishes;
-  where scrubbing changed the span (or the text around it shifted it beyond recognition) the
-  evidence and offsets are left empty rather than guessed.
+  the *scrubbed* user turn (a placeholder inside it stays one), with offsets into the text the
+  ``conversations`` config publishes; where the span cannot be found there (the turn scrubbed in
+  context differs from the pieces scrubbed alone) evidence and offsets are left empty rather
+  than guessed.
 * ``export_signal_pairs``: TRL preference rows built by `arena.signals.preference_pairs` from the
   stored readings of one source (``rules``): a reply the user complained about (DSAT) is
   rejected, the later reply to the same request they were satisfied with (SAT) is chosen, and
