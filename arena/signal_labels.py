@@ -47,17 +47,21 @@ CHUNK = 50_000
 """Turns read per query: bounds the memory of a large backfill (after a restore)."""
 
 _PENDING = """
-SELECT u.id AS user_message_id, u.conversation_id, u.content,
+WITH pending AS (
+    -- Unread user turns first: the join to the replies then runs on them only.
+    SELECT u.id, u.conversation_id, u.turn, u.content
+    FROM messages u
+    ANTI JOIN (SELECT user_message_id FROM message_signals WHERE source = $source) s
+        ON s.user_message_id = u.id
+    WHERE u.role = 'user' AND u.turn > 0
+)
+SELECT p.id AS user_message_id, p.conversation_id, p.content,
     arg_max(r.id, r.attempt) AS message_id
-FROM messages u
-JOIN messages r ON r.conversation_id = u.conversation_id AND r.turn = u.turn - 1
+FROM pending p
+JOIN messages r ON r.conversation_id = p.conversation_id AND r.turn = p.turn - 1
     AND r.role = 'assistant'
-WHERE u.role = 'user' AND u.turn > 0
-    AND NOT EXISTS (
-        SELECT 1 FROM message_signals s WHERE s.user_message_id = u.id AND s.source = $source
-    )
 GROUP BY ALL
-ORDER BY u.id
+ORDER BY p.id
 LIMIT $limit
 """
 

@@ -131,6 +131,13 @@ question_id, model_a, model_b, winner (`model_a`, `model_b`, `tie`, `tie (bothba
 conversation_a, conversation_b, turn, anony, language, tstamp (epoch seconds), plus
 category_tags, has_error (a reply failed or was cut short) and text_shared.
 
+`preference`: question_id (the battle), prompt, chosen, rejected, chosen_model, rejected_model,
+language, tstamp, source (`vote` or `signals`).
+
+`signals`: question_id, conversation_id, mode, model, side, turn and attempt of the reply,
+source, labeller, polarity, category, evidence, evidence_start and evidence_end (character
+offsets in the user turn `turn` + 1), tstamp (of that user turn) and labelled_at.
+
 ## Citation
 
 ```bibtex
