@@ -78,11 +78,20 @@ class Jobs:
 
     def push(self) -> str:
         # Label first: a battle is exported once, with its vote, so its signals must be stored
-        # by then (a voted battle takes no more turns).
-        labelled = label_pending(self.store)
+        # by then (a voted battle takes no more turns). Signals are derived data: if labelling
+        # fails, the votes are published all the same, and the failure is reported.
+        try:
+            labelled = label_pending(self.store).turns
+        except Exception as error:
+            log.exception("signals failed before push: %s", error)
+            with self._lock:
+                self.errors["signals"] = str(error)
+            labelled = None
         summary = self.exporter.push().describe()
-        if labelled.turns:
-            summary += f" (labelled {labelled.turns} new user turns first)"
+        if labelled is None:
+            summary += " (signals could not be labelled first; see the log)"
+        elif labelled:
+            summary += f" (labelled {labelled} new user turns first)"
         return summary
 
     def signals(self) -> str:

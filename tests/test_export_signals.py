@@ -90,7 +90,7 @@ def test_a_shared_complaint_then_thanks_becomes_a_signal_pair_beside_the_vote(
     result = exporter.push()
 
     folder = tmp_path / "dataset"
-    assert result.rows["preference"] == 3 and result.rows["signals"] == 4
+    assert result.rows["preference"] == 2 and result.rows["signals"] == 4
     preference = sorted(rows(folder, "preference"), key=lambda r: (r["source"], r["chosen_model"]))
     found = [
         (r["source"], r["chosen_model"], r["rejected_model"], list(r["prompt"]),
@@ -98,11 +98,11 @@ def test_a_shared_complaint_then_thanks_becomes_a_signal_pair_beside_the_vote(
         for r in preference
     ]  # fmt: skip
     assert found == [
-        # Within each side: the reply the user complained about against the one they thanked.
+        # Within the losing side: the reply the user complained about against the one they
+        # thanked. The complaint followed both sides' replies; the vote says it was about A's,
+        # so B's side, which won, gives no pair.
         ("signals", "alpha", "alpha", SCRUBBED_PROMPT, [assistant("Canberra.")],
          [assistant("Sydney.")]),
-        ("signals", "beta", "beta", SCRUBBED_PROMPT, [assistant("Canberra, since 1913.")],
-         [assistant("Canberra.")]),
         # The vote: first turn, winner against loser.
         ("vote", "beta", "alpha", SCRUBBED_PROMPT, [assistant("Canberra.")],
          [assistant("Sydney.")]),
@@ -185,7 +185,7 @@ def test_datasets_loads_both_kinds_of_preference_rows_and_the_signals(
     cache = str(tmp_path / "cache")
     preference = datasets.load_dataset(folder, "preference", split="train", cache_dir=cache)
     signals = datasets.load_dataset(folder, "signals", split="train", cache_dir=cache)
-    assert sorted(preference["source"]) == ["signals", "signals", "vote"]
+    assert sorted(preference["source"]) == ["signals", "vote"]
     assert sorted(signals["polarity"]) == ["dsat", "dsat", "sat", "sat"]
     assert "config_name: signals" in (tmp_path / "dataset" / "README.md").read_text()
 
@@ -205,7 +205,6 @@ def test_a_dataset_from_before_signals_compacts_and_restores_then_is_labelled_ag
     preference = rows(folder, "preference")
     assert sorted((r["question_id"], r["source"]) for r in preference) == [
         ("b1", "vote"),
-        ("b2", "signals"),
         ("b2", "signals"),
         ("b2", "vote"),
     ]
@@ -240,7 +239,10 @@ def test_scrubbed_span_follows_placeholders_and_refuses_changed_spans() -> None:
 
 
 def turn_rows(
-    *turns: tuple[str, str, bool, str | None], conversation: str = "c1"
+    *turns: tuple[str, str, bool, str | None],
+    conversation: str = "c1",
+    side: str | None = None,
+    winner: str | None = None,
 ) -> list[dict[str, object]]:
     """Messages as `signal_pair_rows` reads them: (user text, reply text, reply ok, reading of
     the *next* user turn) per turn; each reading refers to the reply before its turn."""
@@ -248,8 +250,8 @@ def turn_rows(
     def message(id_: str, role: str, content: str, ok: bool, reacts_to, polarity, t: float):
         return {
             "conversation_id": conversation, "question_id": "q", "model": "m", "language": "en",
-            "tstamp": t, "id": id_, "role": role, "content": content, "ok": ok,
-            "reacts_to": reacts_to, "polarity": polarity,
+            "side": side, "winner": winner, "tstamp": t, "id": id_, "role": role,
+            "content": content, "ok": ok, "reacts_to": reacts_to, "polarity": polarity,
         }  # fmt: skip
 
     messages: list[dict[str, object]] = []
@@ -308,5 +310,50 @@ def test_failed_replies_are_never_chosen_or_rejected() -> None:
     assert pairs(messages) == [("Q", "C", "B")]
 
 
+def test_complaints_count_on_the_side_that_lost_the_vote_only() -> None:
+    turns = (("Q", "A", True, "dsat"), ("redo", "B", True, "sat"))
+    assert pairs(turn_rows(*turns, side="a", winner="model_b")) == [("Q", "B", "A")]
+    assert pairs(turn_rows(*turns, side="b", winner="model_b")) == []
+    for undecided in ("tie", "tie (bothbad)", None):
+        assert pairs(turn_rows(*turns, side="b", winner=undecided)) == [("Q", "B", "A")]
+
+
+def test_a_tied_battle_gives_a_pair_on_each_side(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    battle(store, "b1", winner=Winner.TIE)
+    label_pending(store)
+    exporter.push()
+
+    found = sorted(
+        (r["chosen_model"], r["chosen"][0]["content"], r["rejected"][0]["content"])
+        for r in rows(tmp_path / "dataset", "preference")
+    )
+    assert found == [
+        ("alpha", "Canberra.", "Sydney."),
+        ("beta", "Canberra, since 1913.", "Canberra."),
+    ]
+
+
 def test_identical_replies_make_no_pair() -> None:
     assert pairs(turn_rows(("Q", "A", True, "dsat"), ("redo", "A", True, "sat"))) == []
+
+
+def test_a_failing_labelling_pass_does_not_hold_back_the_votes(
+    store: Store, exporter: Exporter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scheduler.jobs
+
+    def broken(store: Store) -> None:
+        raise RuntimeError("rules exploded")
+
+    monkeypatch.setattr(scheduler.jobs, "label_pending", broken)
+    battle(store, "b1")
+    jobs = Jobs(store, LeaderboardService(store, REGISTRY), exporter, "cc-by-4.0")
+
+    summary = jobs.run("push")
+
+    assert summary.startswith("push: batch 1 published: battles 1")
+    assert summary.endswith("(signals could not be labelled first; see the log)")
+    assert jobs.errors == {"signals": "rules exploded"}
+    assert [r["source"] for r in rows(tmp_path / "dataset", "preference")] == ["vote"]

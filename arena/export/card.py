@@ -103,7 +103,9 @@ leaderboard.
   chosen, and the prompt is the conversation up to and including that request. The chosen reply
   was written after the complaint, so it may refer to it ("Sorry, you are right: ..."). In a
   battle the user's next turn follows both replies at once, so a signal may be about the other
-  side's reply. Rows published before `source` existed read as null: they are votes. KTO rows
+  side's reply: for pairs, when the vote has a winner, complaints are taken to be about the side
+  that lost, and the winning side gives no pair. Rows published before `source` existed read as
+  null: they are votes. KTO rows
   label the first-turn replies of battles with a clear winner, and both replies of "both are
   bad" battles as undesirable. Feedback from direct chat (edits, regenerations) does not exist
   yet.

@@ -15,7 +15,9 @@ its conversation's text is (its session shared), and only in scrubbed form.
   rejected, the later reply to the same request they were satisfied with (SAT) is chosen, and
   the prompt is the conversation up to and including the original request. Both replies must
   have finished without error (a cut-off reply says nothing about the model), and they must
-  differ.
+  differ. In a battle the user's next turn follows both sides' replies at once, so a complaint
+  may be about either: when the vote has a winner, complaints are taken to be about the side that
+  lost, and the winner's side gives no pair (a tie or "both bad" keeps both sides' readings).
   `arena.export.tables` appends them to ``preference`` with ``source = 'signals'``.
 """
 
@@ -52,7 +54,7 @@ ORDER BY u.tstamp, question_id, c.id, s.source
 
 _PAIR_MESSAGES = """
 SELECT t.conversation_id, coalesce(c.battle_id, c.id) AS question_id, c.model, v.language,
-    t.id, t.role, t.content, t.tstamp,
+    c.side, v.winner, t.id, t.role, t.content, t.tstamp,
     t.role = 'assistant' AND coalesce(t.finished, false) AND t.error_kind IS NULL AS ok,
     s.message_id AS reacts_to, s.polarity
 FROM export_text t
@@ -144,11 +146,12 @@ def scrubbed_span(
 def signal_pair_rows(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Preference rows from the latest messages of conversations, in conversation order.
 
-    Each message: conversation_id, question_id, model, language, id, role, content, tstamp, ok
-    (a finished reply without error), and for a user turn its stored reading: ``reacts_to`` (the
-    reply it was read against) and ``polarity`` ('sat', 'dsat' or None). A reading counts only
-    if it refers to the reply right before the turn. A failed reply is never chosen nor
-    rejected, but a complaint about it still keeps the request open.
+    Each message: conversation_id, question_id, model, language, side and winner (of a battle's
+    conversation and its vote; None elsewhere), id, role, content, tstamp, ok (a finished reply
+    without error), and for a user turn its stored reading: ``reacts_to`` (the reply it was read
+    against) and ``polarity`` ('sat', 'dsat' or None). A reading counts only if it refers to the
+    reply right before the turn, and a complaint not on the winning side of a vote. A failed
+    reply is never chosen nor rejected, but a complaint about it still keeps the request open.
     """
     rows: list[dict[str, Any]] = []
     for _, group in groupby(messages, key=lambda m: m["conversation_id"]):
@@ -175,6 +178,8 @@ def signal_pair_rows(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, An
 
 
 def _reactions(conversation: Sequence[Mapping[str, Any]]) -> dict[int, Polarity | None]:
+    side, winner = conversation[0].get("side"), conversation[0].get("winner")
+    won = side is not None and winner == f"model_{side}"
     reactions: dict[int, Polarity | None] = {}
     for i, message in enumerate(conversation):
         if i == 0 or message["role"] != "user" or message.get("polarity") is None:
@@ -185,6 +190,8 @@ def _reactions(conversation: Sequence[Mapping[str, Any]]) -> dict[int, Polarity 
         polarity = Polarity(message["polarity"])
         if polarity is Polarity.SAT and not reply["ok"]:
             continue  # it cannot be chosen: the request closes without a pair
+        if polarity is Polarity.DSAT and won:
+            continue  # the user preferred this side: the complaint was about the other one
         reactions[i] = polarity
     return reactions
 
