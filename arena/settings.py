@@ -48,6 +48,8 @@ class ExportSettings:
     """Seconds between leaderboard recomputations (each stores a snapshot the push publishes)."""
     compact_interval_s: int
     """Seconds between compactions (merging shards, dropping deleted battles): daily."""
+    signals_interval_s: int
+    """Seconds between labelling passes (SAT/DSAT of new user turns; push labels first too)."""
 
 
 def parse_settings(
@@ -147,6 +149,13 @@ def parse_settings(
         help="seconds between compactions of the dataset, which also drop deleted battles "
         "(env ARENA_COMPACT_INTERVAL_S; default 86400)",
     )
+    parser.add_argument(
+        "--signals-interval-s",
+        type=_positive_int,
+        default=env.get("ARENA_SIGNALS_INTERVAL_S", "300"),
+        help="seconds between labelling passes, which read satisfaction signals from new user "
+        "turns (env ARENA_SIGNALS_INTERVAL_S; default 300; every push labels first too)",
+    )
     args = parser.parse_args(argv)
     return Settings(
         models_path=Path(args.models),
@@ -164,6 +173,7 @@ def parse_settings(
             push_interval_s=args.push_interval_s,
             refresh_interval_s=args.refresh_interval_s,
             compact_interval_s=args.compact_interval_s,
+            signals_interval_s=args.signals_interval_s,
         ),
     )
 

@@ -547,8 +547,15 @@ def label_turns(conversation: Sequence[Mapping[str, Any]]) -> list[TurnSignal]:
     ]
 
 
-def preference_pairs(conversation: Sequence[Mapping[str, Any]]) -> list[PreferencePair]:
+def preference_pairs(
+    conversation: Sequence[Mapping[str, Any]],
+    reactions: Mapping[int, Polarity | None] | None = None,
+) -> list[PreferencePair]:
     """(chosen, rejected) replies to one request, read from the user's reactions.
+
+    ``reactions``, when given, are readings made before (stored labels, of one source): the
+    polarity of the user turn at each index, None or absent for no signal; the turns are then
+    not read again. Without it the rules read every user turn that follows a reply.
 
     A request is opened by a user turn that is not a DSAT reaction. A DSAT reaction (complaint,
     correction, revision request) keeps the request open: the next reply answers the same
@@ -557,25 +564,25 @@ def preference_pairs(conversation: Sequence[Mapping[str, Any]]) -> list[Preferen
     starts a new request and a SAT turn closes the current one, so replies are never paired across
     requests. The prompt is the conversation up to and including the opening user turn.
     """
-    readings = {t.user_index: t for t in label_turns(conversation)}
+    if reactions is None:
+        read = label_turns(conversation)
+        reactions = {t.user_index: t.signal and t.signal.polarity for t in read}
     pairs: list[PreferencePair] = []
     request: int | None = None
     rejected: list[int] = []
     for i, message in enumerate(conversation):
         if message.get("role") != "user":
             continue
-        turn = readings.get(i)
-        polarity = turn.signal.polarity if turn and turn.signal else None
-        if turn is not None and polarity is Polarity.DSAT and request is not None:
-            rejected.append(turn.assistant_index)
+        after_reply = i > 0 and conversation[i - 1].get("role") == "assistant"
+        polarity = reactions.get(i) if after_reply else None
+        if polarity is Polarity.DSAT and request is not None:
+            rejected.append(i - 1)
             continue
-        if turn is not None and polarity is Polarity.SAT and request is not None:
+        if polarity is Polarity.SAT and request is not None:
             prompt = _messages(conversation[: request + 1])
-            chosen = _messages([conversation[turn.assistant_index]])
+            chosen = _messages([conversation[i - 1]])
             pairs.extend(
-                PreferencePair(
-                    prompt, chosen, _messages([conversation[r]]), turn.assistant_index, r
-                )
+                PreferencePair(prompt, chosen, _messages([conversation[r]]), i - 1, r)
                 for r in rejected
             )
         request, rejected = i, []

@@ -1,8 +1,9 @@
-"""The feedback loop's jobs: export to the dataset, leaderboard refresh, compaction, restore.
+"""The feedback loop's jobs: export, leaderboard refresh, compaction, restore, signal labelling.
 
 `ArenaScheduler` runs `Jobs` inside the app with APScheduler: each job at its own interval, one
 instance at a time, missed ticks coalesced into one run; a failed run is logged and simply runs
-again at the next tick. ``python -m scheduler push|refresh|restore|compact`` runs one job once.
+again at the next tick. ``python -m scheduler push|refresh|restore|compact|signals`` runs one job
+once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ log = logging.getLogger("scheduler")
 
 
 class ArenaScheduler:
-    """Push, refresh and compact on intervals, in a background thread; a context manager."""
+    """Push, refresh, compact and signals on intervals, in a background thread; a context
+    manager."""
 
     def __init__(self, jobs: Jobs, settings: ExportSettings) -> None:
         self.jobs = jobs
@@ -36,6 +38,7 @@ class ArenaScheduler:
             ("push", settings.push_interval_s),
             ("refresh", settings.refresh_interval_s),
             ("compact", settings.compact_interval_s),
+            ("signals", settings.signals_interval_s),
         ):
             self._scheduler.add_job(self._tick, "interval", args=[name], seconds=seconds, id=name)
 

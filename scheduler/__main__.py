@@ -1,4 +1,4 @@
-"""``python -m scheduler push|refresh|restore|compact [app flags]``: run one job once.
+"""``python -m scheduler push|refresh|restore|compact|signals [app flags]``: run one job once.
 
 Takes the app's flags and ARENA_* variables (``--data-dir``, ``--hub-repo``...; see
 ``python app.py --help``). Run it while the app is stopped: the store is one DuckDB file that a
@@ -30,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m scheduler",
         description="Run one job of the feedback loop once: push (export new rows to the "
         "dataset), refresh (recompute the leaderboards), restore (rebuild an empty store from "
-        "the dataset), compact (merge the dataset's shards and drop deleted battles). Other "
-        "flags are the app's (python app.py --help).",
+        "the dataset), compact (merge the dataset's shards and drop deleted battles), signals "
+        "(label new user turns with satisfaction signals). Other flags are the app's "
+        "(python app.py --help).",
     )
     parser.add_argument("job", choices=JOBS)
     args, app_flags = parser.parse_known_args(argv)

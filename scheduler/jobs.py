@@ -25,11 +25,12 @@ from arena.export import (
 )
 from arena.leaderboards import LeaderboardService
 from arena.settings import ExportSettings
+from arena.signal_labels import label_pending
 from arena.store import Store
 
 log = logging.getLogger("scheduler")
 
-JOBS = ("push", "refresh", "restore", "compact")
+JOBS = ("push", "refresh", "restore", "compact", "signals")
 """What ``python -m scheduler`` can run."""
 
 
@@ -60,6 +61,7 @@ class Jobs:
             "refresh": self.refresh,
             "restore": self.restore,
             "compact": self.compact,
+            "signals": self.signals,
         }[name]
         started = time.perf_counter()
         try:
@@ -75,7 +77,26 @@ class Jobs:
         return summary
 
     def push(self) -> str:
-        return self.exporter.push().describe()
+        # Label first: a battle is exported once, with its vote, so its signals must be stored
+        # by then (a voted battle takes no more turns). Signals are derived data: if labelling
+        # fails, the votes are published all the same, and the failure is reported.
+        try:
+            labelled = label_pending(self.store).turns
+        except Exception as error:
+            log.exception("signals failed before push: %s", error)
+            with self._lock:
+                self.errors["signals"] = str(error)
+            labelled = None
+        summary = self.exporter.push().describe()
+        if labelled is None:
+            summary += " (signals could not be labelled first; see the log)"
+        elif labelled:
+            summary += f" (labelled {labelled} new user turns first)"
+        return summary
+
+    def signals(self) -> str:
+        """Read SAT/DSAT from every new user turn that follows a reply (`arena.signal_labels`)."""
+        return label_pending(self.store).describe()
 
     def refresh(self) -> str:
         started = time.perf_counter()

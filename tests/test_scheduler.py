@@ -88,16 +88,17 @@ def test_a_failed_job_is_logged_shown_in_the_status_and_cleared_by_the_next_succ
 def test_the_app_schedules_push_and_refresh_one_instance_at_a_time(tmp_path: Path) -> None:
     settings = parse_settings(
         flags(tmp_path / "data", "--push-interval-s", "900", "--refresh-interval-s", "300"),
-        environ={},
+        environ={"ARENA_SIGNALS_INTERVAL_S": "120"},
     )
     with Store.open(settings.data_dir) as store:
         exporter = Exporter(store, LocalFolder(tmp_path / "dataset"), license_id="cc-by-4.0")
         jobs = Jobs(store, LeaderboardService(store, REGISTRY), exporter, "cc-by-4.0")
         with ArenaScheduler(jobs, settings.export) as running:
             scheduled = {job.id: job for job in running.scheduled()}
-            assert sorted(scheduled) == ["compact", "push", "refresh"]
+            assert sorted(scheduled) == ["compact", "push", "refresh", "signals"]
             assert scheduled["push"].trigger.interval.total_seconds() == 900
             assert scheduled["refresh"].trigger.interval.total_seconds() == 300
+            assert scheduled["signals"].trigger.interval.total_seconds() == 120
             assert all(job.max_instances == 1 and job.coalesce for job in scheduled.values())
 
 

@@ -320,3 +320,26 @@ def test_satisfaction_closes_the_request() -> None:
     ]
     assert pairs[1].prompt[-1] == {"role": "user", "content": "thanks! and Q2?"}
     assert isinstance(pairs[0], PreferencePair)
+
+
+def test_stored_reactions_replace_the_rules_reading() -> None:
+    # Readings made earlier (stored labels of one source) decide, not the words of the turns.
+    conversation = _conversation("Q", "A", "hmm", "B", "ok")
+    reactions = {2: Polarity.DSAT, 4: Polarity.SAT}
+    (pair,) = preference_pairs(conversation, reactions)
+    assert (pair.chosen_index, pair.rejected_index) == (3, 1)
+    assert pair.prompt == [{"role": "user", "content": "Q"}]
+    assert preference_pairs(conversation, {}) == []  # no stored reading: no pair
+    # A reading is only taken for a turn that follows a reply.
+    assert (
+        preference_pairs(_conversation("Q", "A", "wrong", "B", "thanks"), {0: Polarity.DSAT}) == []
+    )
+
+
+def test_the_prompt_keeps_the_turns_before_the_request() -> None:
+    conversation = _conversation(
+        "Hi", "Hello!", "Capital of Peru?", "Quito.", "wrong", "Lima.", "ty"
+    )
+    (pair,) = preference_pairs(conversation)
+    assert [m["content"] for m in pair.prompt] == ["Hi", "Hello!", "Capital of Peru?"]
+    assert (pair.chosen[0]["content"], pair.rejected[0]["content"]) == ("Lima.", "Quito.")

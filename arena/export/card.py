@@ -27,7 +27,15 @@ def dataset_card(*, license_id: str, repo_id: str | None, counts: Mapping[str, i
         "pretty_name": PRETTY_NAME,
         "task_categories": ["text-generation"],
         "language": ["multilingual"],
-        "tags": ["human-feedback", "chatbot-arena", "preference", "dpo", "kto", "rlhf"],
+        "tags": [
+            "human-feedback",
+            "chatbot-arena",
+            "preference",
+            "dpo",
+            "kto",
+            "rlhf",
+            "implicit-feedback",
+        ],
         "size_categories": [size_category(counts.get("battles", 0))],
         "configs": [
             {
@@ -87,10 +95,29 @@ leaderboard.
   cue word); please report anything that slipped through.
 - IP addresses, session ids and usernames are never published. `judge` is a salted hash of the
   voter (same voter, same pseudonym), so per-voter analyses remain possible.
-- `preference` and `unpaired` come from battles only: one preference row per battle with a clear
-  winner (first-turn prompt, winning reply chosen, losing reply rejected); KTO rows label the
-  first-turn replies of battles with a clear winner, and both replies of "both are bad" battles
-  as undesirable. Feedback from direct chat (edits, regenerations) does not exist yet.
+- `preference` and `unpaired` come from battles only. `preference` has two kinds of rows, told
+  apart by `source`: `vote`, one per battle with a clear winner (first-turn prompt, winning reply
+  chosen, losing reply rejected), and `signals`, read from what the user wrote next within one
+  conversation (one model): a reply the user complained about or asked to revise
+  (dissatisfaction) is rejected, the later reply to the same request they were satisfied with is
+  chosen, and the prompt is the conversation up to and including that request. The chosen reply
+  was written after the complaint, so it may refer to it ("Sorry, you are right: ..."). In a
+  battle the user's next turn follows both replies at once, so a signal may be about the other
+  side's reply: for pairs, when the vote has a winner, complaints are taken to be about the side
+  that lost, and the winning side gives no pair. Rows published before `source` existed read as
+  null: they are votes. KTO rows
+  label the first-turn replies of battles with a clear winner, and both replies of "both are
+  bad" battles as undesirable. Feedback from direct chat (edits, regenerations) does not exist
+  yet.
+- `signals` holds the implicit feedback behind those pairs, as
+  [WildFeedback](https://arxiv.org/abs/2408.15549) defines it: for each published reply that
+  the user's next turn reacted to, the polarity (`sat` / `dsat`), the category (gratitude,
+  praise, negative_feedback, revision, factual_error, ...), the `source` that labelled it
+  (`rules`: the arena's readable rules, identified by `labeller`) and the evidence, a span of the
+  next user turn (`turn` + 1) as published in `conversations`, with its character offsets
+  (empty in the rare case the span cannot be located in the scrubbed turn). The rules' precision
+  is high and their recall on unseen wording low (about half of complaints are missed): absent
+  signals mean little.
 - `conversations` holds both sides of every published battle with every attempt of each reply
   (regenerations included), and the battle's vote as `battle_winner`.
 - Visitors can delete their contributions. The ids of deleted battles are listed in `deletions`
@@ -105,6 +132,13 @@ leaderboard.
 question_id, model_a, model_b, winner (`model_a`, `model_b`, `tie`, `tie (bothbad)`), judge,
 conversation_a, conversation_b, turn, anony, language, tstamp (epoch seconds), plus
 category_tags, has_error (a reply failed or was cut short) and text_shared.
+
+`preference`: question_id (the battle), prompt, chosen, rejected, chosen_model, rejected_model,
+language, tstamp, source (`vote` or `signals`).
+
+`signals`: question_id, conversation_id, mode, model, side, turn and attempt of the reply,
+source, labeller, polarity, category, evidence, evidence_start and evidence_end (character
+offsets in the user turn `turn` + 1), tstamp (of that user turn) and labelled_at.
 
 ## Citation
 
@@ -126,4 +160,5 @@ _ABOUT = {
     "unpaired": "TRL unpaired feedback for KTO (prompt, completion, label)",
     "leaderboard": "leaderboard snapshots over time",
     "deletions": "ids of battles their authors deleted: drop them from your copy",
+    "signals": "satisfaction / dissatisfaction read from the user's next turn, per reply",
 }

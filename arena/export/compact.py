@@ -96,7 +96,7 @@ def compact(store: Store, target: Target, *, license_id: str) -> CompactResult:
             ).fetchall()
     return CompactResult(
         files_before=len(files),
-        files_after=len(CONFIGS),
+        files_after=len(merged),
         dropped=dropped,
         commit_id=commit_id,
         seconds=time.perf_counter() - started,
@@ -130,6 +130,8 @@ def _merge(
     merged: dict[str, tuple[Path, int]] = {}
     dropped = 0
     for config, paths in by_config.items():
+        if not paths:
+            continue  # a config added after this dataset was last published (signals)
         source = "read_parquet($paths, union_by_name = true)"
         [(total,)] = con.execute(f"SELECT count(*) FROM {source}", {"paths": paths}).fetchall()
         where = "" if config in _KEEP_ALL else "WHERE question_id NOT IN (SELECT id FROM gone)"

@@ -14,9 +14,18 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from arena.export import signals
 from arena.pii import scrub
 
-CONFIGS = ("battles", "conversations", "preference", "unpaired", "leaderboard", "deletions")
+CONFIGS = (
+    "battles",
+    "conversations",
+    "preference",
+    "unpaired",
+    "leaderboard",
+    "deletions",
+    "signals",
+)
 """The dataset's configs, each a folder ``data/<config>/`` of Parquet shards."""
 
 _BATCH = """
@@ -122,7 +131,8 @@ _QUERIES = {
         JOIN export_votes v ON v.battle_id = c.battle_id
         ORDER BY tstamp, conversation_id
     """,
-    # TRL preference rows: the first-turn prompt, the winner's reply chosen, the loser's rejected.
+    # TRL preference rows: the first-turn prompt, the winner's reply chosen, the loser's rejected;
+    # then the pairs read from the users' reactions (arena.export.signals).
     "preference": """
         SELECT question_id, [conversation_a[1]] AS prompt,
             [CASE WHEN winner = 'model_a' THEN conversation_a[2] ELSE conversation_b[2] END]
@@ -131,9 +141,11 @@ _QUERIES = {
                 AS rejected,
             CASE WHEN winner = 'model_a' THEN model_a ELSE model_b END AS chosen_model,
             CASE WHEN winner = 'model_a' THEN model_b ELSE model_a END AS rejected_model,
-            language, tstamp
+            language, tstamp, 'vote' AS source
         FROM export_battles
         WHERE text_shared AND NOT has_error AND winner IN ('model_a', 'model_b')
+        UNION ALL
+        SELECT *, 'signals' AS source FROM export_signal_pairs
         ORDER BY tstamp, question_id
     """,
     # TRL unpaired (KTO) rows: each first-turn reply of a decided battle, labelled good or bad.
@@ -165,6 +177,7 @@ _QUERIES = {
             AND r.batch = $batch
         ORDER BY tstamp, question_id
     """,
+    "signals": "SELECT * FROM export_signals ORDER BY tstamp, question_id, conversation_id, turn",
 }
 
 
@@ -188,6 +201,7 @@ def write_batch(
     try:
         _run(cursor, _TEXT)
         _run(cursor, _BATTLES)
+        signals.prepare(cursor)
         counts: dict[str, int] = {}
         for config, sql in _QUERIES.items():
             path = folder / f"{config}.parquet"
@@ -200,7 +214,8 @@ def write_batch(
             counts[config] = _count(cursor, path)
     finally:
         cursor.unregister("export_scrubbed")
-        for table in ("export_votes", "export_messages", "export_text", "export_battles"):
+        temp = ("export_votes", "export_messages", "export_text", "export_battles")
+        for table in (*temp, *signals.TEMP_TABLES):
             _run(cursor, f"DROP TABLE IF EXISTS {table}")
     return counts
 

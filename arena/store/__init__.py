@@ -475,8 +475,9 @@ class Store:
         """Delete what a visitor contributed; returns how many battles went.
 
         Everything of the session and, for a logged-in visitor, of every session of that
-        username: battles, their votes, tags, conversations and messages. The ids of the battles
-        are kept in ``deletions``, so the export can tell copies of the dataset to drop them.
+        username: battles, their votes, tags, conversations, messages and their signals. The
+        ids of the battles are kept in ``deletions``, so the export can tell copies of the
+        dataset to drop them.
         """
         _require_id("session_id", session_id)
         with self._transaction() as cursor:
@@ -497,6 +498,9 @@ class Store:
             ]
             owned = {"sessions": sessions, "battles": battles}
             for sql in (
+                # Signals quote the user's words (their evidence span): they go with the turns.
+                "DELETE FROM message_signals WHERE conversation_id IN (SELECT id FROM "
+                "conversations WHERE session_id IN (SELECT unnest($sessions)))",
                 "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM conversations "
                 "WHERE session_id IN (SELECT unnest($sessions)))",
                 "DELETE FROM conversations WHERE session_id IN (SELECT unnest($sessions))",

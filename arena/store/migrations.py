@@ -199,6 +199,42 @@ def _create_consents_and_export(con: DuckDBPyConnection) -> None:
     con.execute("INSERT INTO settings VALUES ('judge_salt', ?)", [secrets.token_hex(32)])
 
 
+SIGNAL_SOURCES_V6 = ("rules", "judge")
+"""Who may label a turn in the version-6 CHECK: the rules of `arena.signals`, or a judge model."""
+
+
+def _create_message_signals(con: DuckDBPyConnection) -> None:
+    # One reading per (user turn, source): the signal the user's turn gives the assistant message
+    # before it (the latest attempt of the previous turn), or none (polarity NULL: read, nothing
+    # found), so a labelling pass only ever reads turns it has not read. Rules and a judge each
+    # keep their own rows; nothing mixes them. The category vocabulary is left to the code
+    # (`arena.signals.Category`), so a new category needs no migration.
+    sources = ", ".join(f"'{s}'" for s in SIGNAL_SOURCES_V6)
+    con.execute(
+        f"""
+        CREATE TABLE message_signals (
+            user_message_id VARCHAR NOT NULL,
+            source VARCHAR NOT NULL CHECK (source IN ({sources})),
+            message_id VARCHAR NOT NULL,
+            conversation_id VARCHAR NOT NULL,
+            polarity VARCHAR CHECK (polarity IN ('sat', 'dsat')),
+            category VARCHAR,
+            evidence VARCHAR,
+            evidence_start INTEGER,
+            evidence_end INTEGER,
+            labeller VARCHAR NOT NULL,
+            labelled_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (user_message_id, source),
+            CHECK ((polarity IS NULL) = (category IS NULL)),
+            CHECK (polarity IS NOT NULL OR evidence IS NULL),
+            CHECK (evidence_start IS NULL OR (0 <= evidence_start
+                AND evidence_start <= evidence_end))
+        );
+        CREATE INDEX message_signals_message ON message_signals (message_id);
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -207,6 +243,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         5, "consents, deletions, export batches and the judge salt", _create_consents_and_export
     ),
+    Migration(6, "message_signals: SAT/DSAT read from the next user turn", _create_message_signals),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
