@@ -8,6 +8,8 @@ sessions that did not share (their turns come back as empty messages, so those v
 count; the rating filter that subsamples much-repeated prompts cannot see those prompts any
 more, so a leaderboard recomputed after a restore can differ where withheld prompts repeated
 a lot). The published batches are marked as such: the next push continues after them.
+Signals (the ``signals`` config) are not read back: the signals job labels the restored turns
+again, from their scrubbed text.
 """
 
 from __future__ import annotations
