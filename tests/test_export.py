@@ -119,6 +119,7 @@ def test_a_push_writes_every_config_and_a_card_that_datasets_loads(
         "unpaired": 4,
         "leaderboard": 1,
         "deletions": 1,
+        "feedback": 0,  # direct chats only (tests/test_export_direct.py)
     }
     card = (folder / "README.md").read_text()
     assert "license: cc-by-4.0" in card and "config_name: preference" in card
@@ -127,8 +128,11 @@ def test_a_push_writes_every_config_and_a_card_that_datasets_loads(
             str(folder), config, split="train", cache_dir=str(tmp_path / "cache")
         )
         for config in CONFIGS
+        if result.rows[config]  # the card leaves out empty configs: they do not load
     }
-    assert {config: len(data) for config, data in loaded.items()} == result.rows
+    assert {config: len(data) for config, data in loaded.items()} == {
+        config: rows for config, rows in result.rows.items() if rows
+    }
     preference = loaded["preference"][0]
     assert preference["prompt"] == [{"role": "user", "content": "What is the capital of France?"}]
     assert preference["chosen"] == [{"role": "assistant", "content": "Paris."}]

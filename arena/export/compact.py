@@ -130,6 +130,8 @@ def _merge(
     merged: dict[str, tuple[Path, int]] = {}
     dropped = 0
     for config, paths in by_config.items():
+        if not paths:  # a config added after the dataset's first shards (feedback)
+            continue
         source = "read_parquet($paths, union_by_name = true)"
         [(total,)] = con.execute(f"SELECT count(*) FROM {source}", {"paths": paths}).fetchall()
         where = "" if config in _KEEP_ALL else "WHERE question_id NOT IN (SELECT id FROM gone)"

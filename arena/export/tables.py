@@ -14,9 +14,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from arena.export import direct
 from arena.pii import scrub
 
-CONFIGS = ("battles", "conversations", "preference", "unpaired", "leaderboard", "deletions")
+CONFIGS = (
+    "battles", "conversations", "preference", "unpaired", "leaderboard", "deletions",
+    *direct.CONFIGS,
+)  # fmt: skip
 """The dataset's configs, each a folder ``data/<config>/`` of Parquet shards."""
 
 _BATCH = """
@@ -188,8 +192,9 @@ def write_batch(
     try:
         _run(cursor, _TEXT)
         _run(cursor, _BATTLES)
+        direct.prepare(cursor, target=target, batch=batch, salt=salt)
         counts: dict[str, int] = {}
-        for config, sql in _QUERIES.items():
+        for config, sql in direct.queries(_QUERIES).items():
             path = folder / f"{config}.parquet"
             query_params = params if "$batch" in sql else None
             _run(
@@ -199,6 +204,7 @@ def write_batch(
             )
             counts[config] = _count(cursor, path)
     finally:
+        direct.cleanup(cursor)
         cursor.unregister("export_scrubbed")
         for table in ("export_votes", "export_messages", "export_text", "export_battles"):
             _run(cursor, f"DROP TABLE IF EXISTS {table}")
