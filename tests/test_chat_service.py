@@ -271,3 +271,32 @@ def test_a_battle_conversation_is_never_shown_as_a_direct_chat(store):
     store.add_reply(side_a, turn=0, attempt=0, reply=Reply(model="m", text="x", finished=True),
                     parameters={})  # fmt: skip
     assert svc.shared(side_a) is None
+
+
+def test_migration_6_keeps_the_export_watermark_and_admits_direct_chats(tmp_path):
+    import duckdb
+
+    from arena.store.migrations import MIGRATIONS, migrate
+
+    path = tmp_path / "arena.duckdb"
+    with duckdb.connect(str(path)) as con:
+        assert migrate(con, path, MIGRATIONS[:5]) == 5
+        con.execute(
+            "INSERT INTO export_rows VALUES ('t', 'vote', 'v1', 1), ('t', 'deletion', 'd1', 2)"
+        )
+    with Store(path) as store, store.cursor() as cursor:
+        assert store.schema_version == 6
+        assert cursor.execute("SELECT * FROM export_rows ORDER BY batch").fetchall() == [
+            ("t", "vote", "v1", 1),
+            ("t", "deletion", "d1", 2),
+        ]
+        cursor.execute("INSERT INTO export_rows VALUES ('t', 'direct', 'c1', 3)")
+        with pytest.raises(duckdb.ConstraintException):
+            cursor.execute("INSERT INTO export_rows VALUES ('t', 'vote', 'v1', 3)")  # the key
+        with pytest.raises(duckdb.ConstraintException):
+            cursor.execute("INSERT INTO export_rows VALUES ('t', 'nonsense', 'x', 3)")
+        with pytest.raises(duckdb.ConstraintException):
+            cursor.execute(
+                "INSERT INTO feedback_events (id, conversation_id, message_id, session_id, "
+                "aspect, value) VALUES ('e', 'c', 'm', 's', 'rating', 'love')"
+            )
