@@ -279,6 +279,7 @@ class ChatService:
                     changed.set()
 
         task = asyncio.create_task(pump())
+        waiters: list[asyncio.Task[bool]] = []
         recorded = False
         try:
             while not task.done():
@@ -303,7 +304,8 @@ class ChatService:
             await asyncio.to_thread(self._record, chat, turn_index, attempt_index, attempt)
             recorded = True
         finally:
-            task.cancel()
+            for pending in (task, *waiters):  # the reader may have left mid-wait
+                pending.cancel()
             if self._stops.get(chat.session_id) is stop:
                 del self._stops[chat.session_id]
             if not recorded:

@@ -300,3 +300,24 @@ def test_migration_6_keeps_the_export_watermark_and_admits_direct_chats(tmp_path
                 "INSERT INTO feedback_events (id, conversation_id, message_id, session_id, "
                 "aspect, value) VALUES ('e', 'c', 'm', 's', 'rating', 'love')"
             )
+
+
+def test_a_reader_who_leaves_mid_stream_still_leaves_the_reply_stored(store):
+    svc = service(store, ScriptedClient("m", tokens=1000, delay_s=0.01))
+
+    async def run():
+        chat = svc.new_chat(ME, "m")
+        updates = svc.send(chat, "hello", ME)
+        async for update in updates:
+            if update.turns[-1].latest.reply.tokens >= 2:
+                break
+        await updates.aclose()  # what Gradio does when the browser goes away
+        return chat
+
+    chat = asyncio.run(run())
+
+    ((content, finished),) = rows(
+        store, "SELECT content, finished FROM messages WHERE role = 'assistant'"
+    )
+    assert content.startswith("m0 m1 ") and finished is False
+    assert chat.phase is ChatPhase.READY and chat.turns[0].latest.message_id is not None

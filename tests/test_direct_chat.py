@@ -206,3 +206,20 @@ def test_a_new_chat_ends_the_last_one_and_keeps_the_session(launch_arena):
     assert chats == [(CONCISE, True), (VERBOSE, False)]
     assert rows(store, "SELECT count(DISTINCT session_id) FROM conversations") == [(1,)]
     assert rows(store, "SELECT share FROM consents") == [(False,)]
+
+
+def test_deleting_from_the_chat_tab_removes_the_chats_and_their_feedback(launch_arena):
+    running = launch_arena()
+    store = running.store
+    client, other = running.client(), running.client()
+    send(client, PROMPT)
+    act(client, "/chat_like", 1)
+    send(other, "Someone else's chat")
+    act(other, "/chat_like", 1)
+
+    after = client.predict(api_name="/chat_delete_contributions")
+
+    assert "Deleted your chats" in after[3] and after[1]["value"] == []
+    assert rows(store, "SELECT count(*) FROM conversations") == [(1,)]  # the other session's
+    assert rows(store, "SELECT count(*) FROM feedback_events") == [(1,)]
+    assert rows(store, "SELECT count(*) FROM deletions") == [(0,)]  # nothing was published
