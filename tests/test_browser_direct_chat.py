@@ -66,7 +66,10 @@ def test_chat_stream_like_edit_regenerate_stop_and_share(
     expect(bot.last).to_contain_text("liked")
 
     page.locator("#chat-more").get_by_text("Edit or").click()
-    page.locator("#chat-edit-text textarea").fill(EDIT)
+    edit_box = page.locator("#chat-edit-text textarea")
+    expect(edit_box).to_have_value(re.compile(r"\S"))  # mounted, holding the reply to edit
+    edit_box.fill(EDIT)
+    expect(edit_box).to_have_value(EDIT)
     page.locator("#chat-edit").click()
     expect(page.locator("#chat-notice")).to_contain_text("Your edit is saved")
     expect(bot.last).to_contain_text(EDIT)

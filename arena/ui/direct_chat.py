@@ -455,8 +455,11 @@ class DirectChatTab:
         request: gr.Request,
         act: Any,
         done: str,
+        *,
+        refill: bool = False,
     ) -> list[Any]:
-        """Run one feedback action on reply ``target``; a refusal keeps the boxes as typed."""
+        """Run one feedback action on reply ``target``. The edit and comment boxes keep what was
+        typed (a rating does not wipe an edit being written), unless ``refill`` on success."""
         number = _number(target)
         if chat is None:
             return self._view(None, notice="⚠️ There is no reply to give feedback on yet.")
@@ -464,7 +467,7 @@ class DirectChatTab:
             act(self._visitor(chat, request), chat.reply_id(number))
         except ChatError as error:
             return self._view(chat, notice=f"⚠️ {error}", target=number, keep_inputs=True)
-        return self._view(chat, notice=done, target=number)
+        return self._view(chat, notice=done, target=number, keep_inputs=not refill)
 
     def _rater(self, rating: Rating) -> Any:
         def on_rate(target: Any, chat: Chat | None, request: gr.Request) -> list[Any]:
@@ -487,6 +490,7 @@ class DirectChatTab:
                 chat, visitor, message, Aspect.EDIT, text if isinstance(text, str) else ""
             ),
             "✏️ Your edit is saved: the chat goes on from it, and the original is kept.",
+            refill=True,
         )
 
     def _on_unedit(self, target: Any, chat: Chat | None, request: gr.Request):
@@ -498,6 +502,7 @@ class DirectChatTab:
                 chat, visitor, message, Aspect.EDIT, None
             ),
             "↩️ Your edit is withdrawn: the chat goes on from the model's reply.",
+            refill=True,
         )
 
     def _on_comment(self, target: Any, text: str, chat: Chat | None, request: gr.Request):
