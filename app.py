@@ -16,6 +16,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
+from arena.chat import ChatService
+from arena.chat_rules import ChatLimits
 from arena.clients import ModelClient
 from arena.config import ConfigError, Registry, load_registry
 from arena.demo_server import PERSONAS, DemoServer
@@ -87,6 +89,12 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
             export_dir=export_dir,
             consent=ConsentNotice(store, settings.export.license),
             publish_status=jobs.status_line,
+            chats=ChatService(
+                registry,
+                store,
+                clients,
+                ChatLimits(max_prompt_chars=settings.limits.max_prompt_chars),
+            ),
         )
         blocks.queue(default_concurrency_limit=settings.concurrency_limit)
         yield Arena(settings, registry, store, battles, leaderboards, jobs, blocks)

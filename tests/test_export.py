@@ -120,6 +120,7 @@ def test_a_push_writes_every_config_and_a_card_that_datasets_loads(
         "leaderboard": 1,
         "deletions": 1,
         "signals": 0,  # one-turn battles: no user turn reacts to a reply
+        "feedback": 0,  # direct chats only (tests/test_export_direct.py)
     }
     card = (folder / "README.md").read_text()
     assert "license: cc-by-4.0" in card and "config_name: preference" in card

@@ -11,7 +11,7 @@ import pytest
 from arena.replies import Reply
 from arena.signal_labels import RULES_VERSION, label_pending
 from arena.store import Store
-from arena.store.migrations import MIGRATIONS, migrate
+from arena.store.migrations import LATEST_VERSION, MIGRATIONS, migrate
 from scheduler.__main__ import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,7 +240,7 @@ def test_a_version_5_store_gains_the_table_and_keeps_its_messages(tmp_path: Path
             "('u1', 'c', 1, 0, 'user', 'awesome', NULL, NULL)"
         )
     with Store(path) as upgraded:
-        assert upgraded.schema_version == 6
+        assert upgraded.schema_version == LATEST_VERSION
         label_pending(upgraded)
         assert stored(upgraded) == [("a0", "sat", "praise", "awesome", 0, 7)]
 

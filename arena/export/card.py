@@ -60,7 +60,8 @@ def dataset_card(*, license_id: str, repo_id: str | None, counts: Mapping[str, i
 # {PRETTY_NAME}
 
 Human feedback collected by the Open Feedback Arena, a public chat arena: visitors
-chat with two anonymous models side by side and vote for the better one. Published by the arena
+chat with two anonymous models side by side and vote for the better one, or chat with one model
+by name and rate, edit, regenerate and comment on its replies. Published by the arena
 itself, a few minutes after the votes, incrementally: each export adds one Parquet shard per
 config, and a row is never published twice.
 
@@ -95,7 +96,7 @@ leaderboard.
   cue word); please report anything that slipped through.
 - IP addresses, session ids and usernames are never published. `judge` is a salted hash of the
   voter (same voter, same pseudonym), so per-voter analyses remain possible.
-- `preference` and `unpaired` come from battles only. `preference` has two kinds of rows, told
+- `preference` and `unpaired` from battles. `preference` has two kinds of battle rows, told
   apart by `source`: `vote`, one per battle with a clear winner (first-turn prompt, winning reply
   chosen, losing reply rejected), and `signals`, read from what the user wrote next within one
   conversation (one model): a reply the user complained about or asked to revise
@@ -105,10 +106,8 @@ leaderboard.
   battle the user's next turn follows both replies at once, so a signal may be about the other
   side's reply: for pairs, when the vote has a winner, complaints are taken to be about the side
   that lost, and the winning side gives no pair. Rows published before `source` existed read as
-  null: they are votes. KTO rows
-  label the first-turn replies of battles with a clear winner, and both replies of "both are
-  bad" battles as undesirable. Feedback from direct chat (edits, regenerations) does not exist
-  yet.
+  null: they are votes. KTO rows label the first-turn replies of battles with a clear winner,
+  and both replies of "both are bad" battles as undesirable.
 - `signals` holds the implicit feedback behind those pairs, as
   [WildFeedback](https://arxiv.org/abs/2408.15549) defines it: for each published reply that
   the user's next turn reacted to, the polarity (`sat` / `dsat`), the category (gratitude,
@@ -118,11 +117,24 @@ leaderboard.
   (empty in the rare case the span cannot be located in the scrubbed turn). The rules' precision
   is high and their recall on unseen wording low (about half of complaints are missed): absent
   signals mean little.
+- `preference` and `unpaired` from direct chats (`question_id` is the chat's `conversation_id`;
+  the prompt is the whole chat up to that user turn, earlier replies as the chat went on from
+  them): an edit is a preference row (the user's edit chosen, with `chosen_model` `human`; the
+  model's reply rejected; `source` `edit`); a regenerated reply the user liked is preferred to
+  each reply it replaced (`source` `regeneration`); KTO rows label every liked (true) or disliked
+  (false) reply, and every replaced reply the user did not rate (false: they asked for another).
 - `conversations` holds both sides of every published battle with every attempt of each reply
-  (regenerations included), and the battle's vote as `battle_winner`.
+  (regenerations included), and the battle's vote as `battle_winner`; and every published
+  direct chat (`mode` `direct`, no side or winner), once it has ended (its author started a new
+  one, or left it for an hour), every attempt included.
+- `feedback` holds every feedback event of the published direct chats, in order
+  (`event_index`): `aspect` `rating` (value `like` or `dislike`), `edit` (the reply as the user
+  rewrote it) or `comment`, a null value when the user withdrew it, and `current` true for the
+  event that stands. Edits and comments are scrubbed like every other text.
 - Visitors can delete their contributions. The ids of deleted battles are listed in `deletions`
   with the next export, and the battles disappear from earlier shards at the next compaction
-  (which merges small shards); if you keep a copy, drop those `question_id`s from it.
+  (which merges small shards); if you keep a copy, drop those `question_id`s from it (a direct
+  chat's `question_id` is its `conversation_id`, in every config).
 - `leaderboard` holds the arena's leaderboard snapshots (Bradley-Terry with bootstrap intervals;
   `records` is the table as JSON).
 
@@ -159,6 +171,7 @@ _ABOUT = {
     "preference": "TRL preference pairs (prompt, chosen, rejected)",
     "unpaired": "TRL unpaired feedback for KTO (prompt, completion, label)",
     "leaderboard": "leaderboard snapshots over time",
-    "deletions": "ids of battles their authors deleted: drop them from your copy",
+    "deletions": "ids of battles and direct chats their authors deleted: drop them from your copy",
+    "feedback": "per-reply feedback events of direct chats (rating, edit, comment)",
     "signals": "satisfaction / dissatisfaction read from the user's next turn, per reply",
 }

@@ -131,7 +131,7 @@ def _merge(
     dropped = 0
     for config, paths in by_config.items():
         if not paths:
-            continue  # a config added after this dataset was last published (signals)
+            continue  # a config added after this dataset was last published
         source = "read_parquet($paths, union_by_name = true)"
         [(total,)] = con.execute(f"SELECT count(*) FROM {source}", {"paths": paths}).fetchall()
         where = "" if config in _KEEP_ALL else "WHERE question_id NOT IN (SELECT id FROM gone)"

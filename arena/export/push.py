@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from arena.export import direct
 from arena.export.card import dataset_card
 from arena.export.tables import CONFIGS, write_batch
 from arena.export.targets import PublishError, Target
@@ -129,6 +130,7 @@ class Exporter:
                         {"target": key, "kind": kind, "batch": batch},
                     ).fetchone()
                     added += int(row[0]) if row else 0
+                added += direct.plan(cursor, target=key, batch=batch)
                 if added == 0:
                     cursor.rollback()
                     return None

@@ -1,7 +1,9 @@
 """Rebuilding an empty store from the published dataset (a Space's disk is wiped on restart).
 
 What comes back: every published vote with its battle, both conversations (every attempt) and
-tags, and the leaderboard history, so ratings and the rating-over-time plot are as before. What
+tags, the leaderboard history, so ratings and the rating-over-time plot are as before, and every
+published direct chat with its feedback events (ended, so it takes no more changes; its share
+link works again). What
 the dataset never held stays lost: IPs, usernames and session ids (each voter comes back as one
 session named after its pseudonym, so per-voter filters group votes as before), and the text of
 sessions that did not share (their turns come back as empty messages, so those votes still
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 
+from arena.export import direct
 from arena.export.push import EXPORT_LOCK
 from arena.export.tables import CONFIGS
 from arena.export.targets import PublishError, Target
@@ -104,12 +107,15 @@ def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str
             {"paths": paths},
         ).fetchall():
             batches.setdefault(batch, {})[config] = int(rows)
+        if not paths and config in direct.CONFIGS:  # published before direct chats existed
+            cursor.execute(direct.EMPTY_FEEDBACK).fetchall()
+            continue
         cursor.execute(
             f"CREATE OR REPLACE TEMP TABLE restore_{config} AS SELECT * "
             "FROM read_parquet($paths, filename = true, union_by_name = true)",
             {"paths": paths},
         ).fetchall()
-    for sql in _RESTORE:
+    for sql in [*_RESTORE, *direct.restore_statements(_BATCH_OF_FILE)]:
         cursor.execute(sql, {"target": target} if "$target" in sql else None).fetchall()
     for batch, counts in sorted(batches.items()):
         cursor.execute(

@@ -14,18 +14,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from arena.export import signals
+from arena.export import direct, signals
 from arena.pii import scrub
 
 CONFIGS = (
-    "battles",
-    "conversations",
-    "preference",
-    "unpaired",
-    "leaderboard",
-    "deletions",
-    "signals",
-)
+    "battles", "conversations", "preference", "unpaired", "leaderboard", "deletions", "signals",
+    *direct.CONFIGS,
+)  # fmt: skip
 """The dataset's configs, each a folder ``data/<config>/`` of Parquet shards."""
 
 _BATCH = """
@@ -201,9 +196,10 @@ def write_batch(
     try:
         _run(cursor, _TEXT)
         _run(cursor, _BATTLES)
+        direct.prepare(cursor, target=target, batch=batch, salt=salt)
         signals.prepare(cursor)
         counts: dict[str, int] = {}
-        for config, sql in _QUERIES.items():
+        for config, sql in direct.queries(_QUERIES).items():
             path = folder / f"{config}.parquet"
             query_params = params if "$batch" in sql else None
             _run(
@@ -213,6 +209,7 @@ def write_batch(
             )
             counts[config] = _count(cursor, path)
     finally:
+        direct.cleanup(cursor)
         cursor.unregister("export_scrubbed")
         temp = ("export_votes", "export_messages", "export_text", "export_battles")
         for table in (*temp, *signals.TEMP_TABLES):

@@ -475,8 +475,9 @@ class Store:
         """Delete what a visitor contributed; returns how many battles went.
 
         Everything of the session and, for a logged-in visitor, of every session of that
-        username: battles, their votes, tags, conversations, messages and their signals. The
-        ids of the battles are kept in ``deletions``, so the export can tell copies of the
+        username: battles, their votes, tags, conversations (direct chats too, with their
+        feedback), messages and their signals. The ids of the battles, and of the direct chats
+        that were exported, are kept in ``deletions``, so the export can tell copies of the
         dataset to drop them.
         """
         _require_id("session_id", session_id)
@@ -498,8 +499,15 @@ class Store:
             ]
             owned = {"sessions": sessions, "battles": battles}
             for sql in (
+                # Direct chats that reached the dataset are listed for deletion like battles.
+                "INSERT OR IGNORE INTO deletions (id) SELECT id FROM conversations "
+                "WHERE mode = 'direct' AND session_id IN (SELECT unnest($sessions)) "
+                "AND id IN (SELECT row_id FROM export_rows WHERE kind = 'direct')",
+                "DELETE FROM feedback_events WHERE session_id IN (SELECT unnest($sessions))",
                 # Signals quote the user's words (their evidence span): they go with the turns.
                 "DELETE FROM message_signals WHERE conversation_id IN (SELECT id FROM "
+                "conversations WHERE session_id IN (SELECT unnest($sessions)))",
+                "DELETE FROM conversation_ends WHERE conversation_id IN (SELECT id FROM "
                 "conversations WHERE session_id IN (SELECT unnest($sessions)))",
                 "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM conversations "
                 "WHERE session_id IN (SELECT unnest($sessions)))",
@@ -566,6 +574,134 @@ class Store:
             )
             for computed_at, row_category, row_style, battles_used, records in rows
         ]
+
+    # -- direct chat: per-message feedback, ends, the read-only view ------------------------------
+
+    def add_feedback(
+        self,
+        conversation_id: str,
+        *,
+        session_id: str,
+        message_id: str,
+        aspect: str,
+        value: str | None,
+    ) -> str:
+        """Append one feedback event on an assistant message of a direct chat; returns its id.
+
+        ``value`` None withdraws the aspect (rating, edit or comment). Refused unless the message
+        is an assistant message of this conversation, a direct chat of ``session_id`` that is
+        neither ended nor exported: checked in the same statement as the insert.
+        """
+        event_id = str(uuid.uuid4())
+        with self._cursor() as cursor:
+            try:
+                row = cursor.execute(
+                    """
+                    INSERT INTO feedback_events (id, conversation_id, message_id, session_id,
+                        aspect, value)
+                    SELECT $id, c.id, m.id, c.session_id, $aspect, $value
+                    FROM conversations c JOIN messages m ON m.conversation_id = c.id
+                    WHERE c.id = $conversation AND c.session_id = $session AND c.mode = 'direct'
+                        AND m.id = $message AND m.role = 'assistant'
+                        AND c.id NOT IN (SELECT conversation_id FROM conversation_ends)
+                        AND c.id NOT IN (SELECT row_id FROM export_rows WHERE kind = 'direct')
+                    RETURNING id
+                    """,
+                    {
+                        "id": event_id,
+                        "conversation": conversation_id,
+                        "session": session_id,
+                        "message": message_id,
+                        "aspect": aspect,
+                        "value": value,
+                    },
+                ).fetchone()
+            except duckdb.ConstraintException as exc:
+                raise RecordRejected(f"feedback refused: {exc}") from exc
+            if row is None:
+                raise RecordRejected(
+                    self._direct_lock(cursor, conversation_id, session_id)
+                    or f"message {message_id!r} is not a reply of conversation {conversation_id!r}"
+                )
+        return event_id
+
+    def end_conversation(self, conversation_id: str, *, session_id: str) -> None:
+        """Close a direct chat its owner left: no more messages or feedback; it may be exported."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO conversation_ends (conversation_id) SELECT id FROM conversations "
+                "WHERE id = ? AND session_id = ? AND mode = 'direct' ON CONFLICT DO NOTHING",
+                [conversation_id, session_id],
+            )
+
+    def direct_lock(self, conversation_id: str, session_id: str) -> str | None:
+        """Why a direct chat takes no more messages or feedback (ended, exported, not this
+        session's), or None if it takes them."""
+        with self._cursor() as cursor:
+            return self._direct_lock(cursor, conversation_id, session_id)
+
+    def feedback_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The feedback log of a conversation, oldest first: message_id, aspect, value, time."""
+        with self._cursor() as cursor:
+            rows = cursor.execute(
+                "SELECT message_id, aspect, value, created_at FROM feedback_events "
+                "WHERE conversation_id = ? ORDER BY seq",
+                [conversation_id],
+            ).fetchall()
+        return [{"message_id": m, "aspect": a, "value": v, "created_at": t} for m, a, v, t in rows]
+
+    def shared_direct_chat(self, conversation_id: str) -> dict[str, Any] | None:
+        """A direct chat whose owner chose to share, for its read-only view: model and latest
+        messages (id, turn, role, content, finish_reason, error), or None (no such chat, not a
+        direct chat, or not shared: the caller cannot tell which)."""
+        with self._cursor() as cursor:
+            head = cursor.execute(
+                "SELECT c.model FROM conversations c "
+                "JOIN consents k ON k.session_id = c.session_id "
+                "WHERE c.id = ? AND c.mode = 'direct' AND k.share",
+                [conversation_id],
+            ).fetchone()
+            if head is None:
+                return None
+            messages = cursor.execute(
+                "SELECT id, turn, role, content, finish_reason, error_message "
+                "FROM latest_messages WHERE conversation_id = ? "
+                "ORDER BY turn, role = 'assistant'",
+                [conversation_id],
+            ).fetchall()
+        return {
+            "model": head[0],
+            "messages": [
+                {
+                    "id": i,
+                    "turn": turn,
+                    "role": role,
+                    "content": content,
+                    "finish_reason": finish,
+                    "error": error,
+                }
+                for i, turn, role, content, finish, error in messages
+            ],
+        }
+
+    @staticmethod
+    def _direct_lock(
+        cursor: duckdb.DuckDBPyConnection, conversation_id: str, session_id: str
+    ) -> str | None:
+        row = cursor.execute(
+            "SELECT c.session_id, c.mode, "
+            "EXISTS (SELECT 1 FROM conversation_ends e WHERE e.conversation_id = c.id), "
+            "EXISTS (SELECT 1 FROM export_rows r WHERE r.kind = 'direct' AND r.row_id = c.id) "
+            "FROM conversations c WHERE c.id = ?",
+            [conversation_id],
+        ).fetchone()
+        if row is None or row[0] != session_id or row[1] != "direct":
+            return f"no direct chat {conversation_id!r} in this session"
+        if row[3]:
+            return f"direct chat {conversation_id!r} was published and takes no more changes"
+        if row[2]:
+            return f"direct chat {conversation_id!r} was ended and takes no more changes"
+        return None
 
     @staticmethod
     def _require_session(cursor: duckdb.DuckDBPyConnection, session_id: str) -> None:

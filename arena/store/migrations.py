@@ -235,6 +235,53 @@ def _create_message_signals(con: DuckDBPyConnection) -> None:
     )
 
 
+EXPORT_KINDS_V7 = ("vote", "snapshot", "deletion", "direct")
+"""What `export_rows` may assign to a batch from version 7 on: direct chats join votes, snapshots
+and deletions. Spelled out, like `WINNERS_V1`, so that new files get the same constraint as
+migrated ones."""
+
+
+def _create_feedback_events(con: DuckDBPyConnection) -> None:
+    # Per-message feedback of direct chats, as an append-only log: every like, dislike, edit and
+    # comment, and every change or withdrawal of one (value NULL), is a row; the current state of
+    # a message is the latest row of each aspect (`arena.chat_rules.fold`). ``seq`` orders events
+    # strictly, even two within one clock tick. conversation_ends: chats their owner left (New
+    # chat, another model), closed to changes and ready for export.
+    kinds = ", ".join(f"'{kind}'" for kind in EXPORT_KINDS_V7)
+    con.execute(
+        f"""
+        CREATE SEQUENCE feedback_events_seq;
+        CREATE TABLE feedback_events (
+            id VARCHAR PRIMARY KEY,
+            seq BIGINT NOT NULL UNIQUE DEFAULT nextval('feedback_events_seq'),
+            conversation_id VARCHAR NOT NULL,
+            message_id VARCHAR NOT NULL,
+            session_id VARCHAR NOT NULL,
+            aspect VARCHAR NOT NULL CHECK (aspect IN ('rating', 'edit', 'comment')),
+            value VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            CHECK (aspect <> 'rating' OR value IS NULL OR value IN ('like', 'dislike'))
+        );
+        CREATE INDEX feedback_events_conversation ON feedback_events (conversation_id);
+        CREATE TABLE conversation_ends (
+            conversation_id VARCHAR PRIMARY KEY,
+            ended_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        -- A CHECK cannot be altered in DuckDB: export_rows is rebuilt with 'direct' allowed.
+        CREATE TABLE export_rows_v7 (
+            target VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL CHECK (kind IN ({kinds})),
+            row_id VARCHAR NOT NULL,
+            batch INTEGER NOT NULL,
+            PRIMARY KEY (target, kind, row_id)
+        );
+        INSERT INTO export_rows_v7 SELECT target, kind, row_id, batch FROM export_rows;
+        DROP TABLE export_rows;
+        ALTER TABLE export_rows_v7 RENAME TO export_rows;
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -244,6 +291,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         5, "consents, deletions, export batches and the judge salt", _create_consents_and_export
     ),
     Migration(6, "message_signals: SAT/DSAT read from the next user turn", _create_message_signals),
+    Migration(
+        7,
+        "feedback_events and conversation_ends (direct chat); export_rows takes direct chats",
+        _create_feedback_events,
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from arena.chat import ChatService
 from arena.config import Registry
 from arena.leaderboards import LeaderboardService
 from arena.service import BattleService
 from arena.ui.battle import BattleTab, ClientIdentity
 from arena.ui.consent import ConsentNotice
+from arena.ui.direct_chat import DirectChatTab
 from arena.ui.leaderboard import LeaderboardTab
 from arena.ui.side_by_side import SideBySideTab
 
@@ -28,6 +30,7 @@ def build_ui(
     export_dir: Path,
     consent: ConsentNotice,
     publish_status: Callable[[], str],
+    chats: ChatService,
 ) -> gr.Blocks:
     """The whole app's Blocks, ready to launch; ``publish_status`` says when data was published."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
@@ -44,6 +47,8 @@ def build_ui(
             BattleTab(battles, identity, concurrency_limit, consent).render()
         with gr.Tab("👀 Side-by-side", id="side-by-side"):
             SideBySideTab(battles, registry, identity, concurrency_limit).render()
+        with gr.Tab("💬 Direct chat", id="direct-chat"):
+            DirectChatTab(chats, identity, concurrency_limit, consent).render()
         with gr.Tab("🏆 Leaderboard", id="leaderboard") as leaderboard_tab:
             leaderboard = LeaderboardTab(leaderboards, registry, export_dir)
             leaderboard.render()
