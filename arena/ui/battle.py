@@ -107,6 +107,14 @@ class ShownControls:
         return outputs
 
 
+def kept(battle: Battle, first: bool) -> Battle | dict[str, Any]:
+    """The battle state output of a streamed update. Gradio rebuilds a state's config each
+    time it is set; the battle changes in place, so setting it when the stream starts (it may
+    be a new battle) and when it ends is enough, and the updates between skip it (``gr.skip()``
+    costs nothing for a state: no component is rebuilt)."""
+    return battle if first or battle.phase is not Phase.STREAMING else gr.skip()
+
+
 def _reply_text(reply: Reply) -> str:
     if reply.error is None:
         return reply.text
@@ -247,7 +255,7 @@ class BattleTab:
         battle: Battle | None = first
         while battle is not None:
             controls = shown.view(self._controls(battle.phase, prompt))
-            yield [battle, *self._panes(battle), *controls, "", ""]
+            yield [kept(battle, battle is first), *self._panes(battle), *controls, "", ""]
             battle = await anext(updates, None)
 
     def _wire(self) -> None:

@@ -23,6 +23,7 @@ from arena.ui.battle import (
     ClientIdentity,
     Controls,
     ShownControls,
+    kept,
     pane,
     rendered,
     visitor_for,
@@ -230,7 +231,7 @@ class SideBySideTab:
                 pane_b = gr.update(value=pane_b, label=label_b)
                 renamed = False
             yield [
-                battle,
+                kept(battle, battle is first),
                 *shown_pickers.view(pickers),
                 pane_a,
                 pane_b,
