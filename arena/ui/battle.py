@@ -224,8 +224,8 @@ class BattleTab:
     def _view(
         self, battle: Battle | None, *, clear_prompt: bool = False, notice: str = ""
     ) -> list[Any]:
-        """Every output and property of the tab for this battle state, for the events that do
-        not stream; the prompt's text is kept unless ``clear_prompt`` (it is sent, or a new
+        """Every output and property of the tab for this battle state, for single updates
+        (votes, new rounds, refusals); the prompt's text is kept unless ``clear_prompt`` (a new
         round starts)."""
         phase = battle.phase if battle else Phase.NEW
         label_a, label_b = _labels(battle) if battle else ("Model A", "Model B")

@@ -182,8 +182,8 @@ class SideBySideTab:
     def _view(
         self, battle: Battle | None, *, clear_prompt: bool = False, notice: str = ""
     ) -> list[Any]:
-        """Every output and property of the tab for this battle state, for the events that do
-        not stream (see `BattleTab._view`). Without a battle (the picked models were refused)
+        """Every output and property of the tab for this battle state, for single updates (see
+        `BattleTab._view`). Without a battle (the picked models were refused)
         the panes are empty and unnamed, and the pickers keep their choice."""
         phase = battle.phase if battle else Phase.NEW
         label_a, label_b = self._labels(battle)
