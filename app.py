@@ -69,6 +69,7 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
         store = stack.enter_context(Store.open(settings.data_dir))
         clients = {m.name: ModelClient(m, base_urls[m.name]) for m in registry.enabled}
         battles = BattleService(registry, store, clients, settings.limits)
+        stack.callback(battles.close)  # its writes in flight land before the store closes
         leaderboards = LeaderboardService(store, registry)
         target = build_target(settings.export, settings.data_dir)
         exporter = Exporter(store, target, license_id=settings.export.license)

@@ -770,11 +770,11 @@ def print_tables(summaries: list[Summary], ideal_s: float, args: argparse.Namesp
         )
     print(
         f"\n{'N':>4} {'app RSS MB':>18} {'threads':>7} {'app':>5} {'server':>6} {'bench':>5}"
-        f" {'others':>6} {'updates':>8} {'KB':>5}  goals"
+        f" {'others':>6} {'app CPU':>8} {'updates':>8} {'KB':>5}  goals"
     )
     print(
         f"{'':>4} {'before/peak/after':>18} {'peak':>7} {'CPU %':>5} {'CPU %':>6} {'CPU %':>5}"
-        f" {'CPU %':>6} {'/battle':>8} {'/btl':>5}"
+        f" {'CPU %':>6} {'ms/btl':>8} {'/battle':>8} {'/btl':>5}"
     )
     noisy = False
     for s in summaries:
@@ -786,12 +786,14 @@ def print_tables(summaries: list[Summary], ideal_s: float, args: argparse.Namesp
         print(
             f"{s.n:>4} {rss:>18} {u.app_threads_peak:>7} {_pct(u.app_cpu_s, u.wall_s):>5}"
             f" {_pct(u.server_cpu_s, u.wall_s):>6} {_pct(u.bench_cpu_s, u.wall_s):>5}"
-            f" {_pct(max(others, 0.0), u.wall_s):>6} {s.updates_per_battle:>8.1f}"
+            f" {_pct(max(others, 0.0), u.wall_s):>6} {1000 * u.app_cpu_s / s.n:>8.0f}"
+            f" {s.updates_per_battle:>8.1f}"
             f" {s.kb_per_battle:>5.0f}  {goals}"
         )
     print(
         f"(CPU % during the app phase, 100 = one core of {os.cpu_count()}; others = every other"
-        " process on the machine; RSS of the app process)"
+        " process on the machine; app CPU ms/btl = the app's CPU time per battle, the figure"
+        " least moved by other load; RSS of the app process)"
     )
     if noisy:
         print(

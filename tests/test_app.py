@@ -49,8 +49,10 @@ class View:
     a: list[tuple[str, str]]
     """Pane A as (role, text) messages."""
     b: list[tuple[str, str]]
-    label_a: str
-    label_b: str
+    label_a: str | None
+    """The label the updates last gave pane A, or None if none renamed it (a stream never does:
+    it sends the panes as plain values)."""
+    label_b: str | None
     prompt: str | None
     """The text the event put in the prompt box, or None if it left the box alone."""
     result: str
@@ -65,11 +67,22 @@ class View:
         return _last_reply(self.b)
 
 
-def _messages(chatbot: dict[str, Any]) -> list[tuple[str, str]]:
+def _messages(chatbot: dict[str, Any] | list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """A chatbot output: a property update with a value, or the plain messages."""
+    messages = chatbot["value"] if isinstance(chatbot, dict) else chatbot
     return [
         (message["role"], "".join(part["text"] for part in message["content"]))
-        for message in chatbot["value"]
+        for message in messages
     ]
+
+
+def _props(output: Any) -> dict[str, Any]:
+    return output if isinstance(output, dict) else {}
+
+
+def _label_set(updates: tuple[tuple[Any, ...], ...], index: int) -> str | None:
+    labels = [u[index]["label"] for u in updates if "label" in _props(u[index])]
+    return labels[-1] if labels else None
 
 
 def _last_reply(messages: list[tuple[str, str]]) -> str:
@@ -89,8 +102,8 @@ def view(*updates: tuple[Any, ...]) -> View:
     return View(
         a=_messages(chatbot_a),
         b=_messages(chatbot_b),
-        label_a=chatbot_a["label"],
-        label_b=chatbot_b["label"],
+        label_a=_label_set(updates, 0),
+        label_b=_label_set(updates, 1),
         prompt=prompts[-1] if prompts else None,
         result=result,
         notice=notice,
@@ -192,9 +205,10 @@ def test_a_full_battle_is_stored_with_its_vote_timings_and_a_salted_judge(launch
     client = running.client()
     shown = send(client, PROMPT)
 
-    # Both replies arrived, under anonymous labels, and the prompt box was emptied.
+    # Both replies arrived, the panes kept their anonymous labels ("Model A", "Model B": no
+    # update renamed them), and the prompt box was emptied.
     assert shown.a[0] == shown.b[0] == ("user", PROMPT)
-    assert shown.label_a == "Model A" and shown.label_b == "Model B"
+    assert shown.label_a is None and shown.label_b is None
     assert shown.prompt == "" and shown.result == "" and shown.notice == ""
     battle_id, session_id, model_a, model_b = only_battle(store)
     assert model_a != model_b

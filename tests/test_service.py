@@ -186,6 +186,7 @@ def test_a_reader_leaving_mid_stream_still_leaves_a_record(store):
 
     battle = asyncio.run(leave_early())
     assert battle.phase is Phase.FAILED
+    service.close()  # the replies are written in the background: wait for them
     with store._cursor() as cursor:
         rows = cursor.execute(
             "SELECT finished, length(content) > 0 FROM messages WHERE role = 'assistant'"
@@ -228,3 +229,75 @@ def test_chosen_parameters_are_checked_before_anything_is_sent(store):
         asyncio.run(drain(service.send(anonymous, "hi", VISITOR, Sampling(0.7, 0.9, 8))))
     with store._cursor() as cursor:
         assert cursor.execute("SELECT count(*) FROM battles").fetchone() == (0,)
+
+
+def test_the_models_are_asked_before_the_store_has_written_the_turn(store, monkeypatch):
+    clients = {n: ScriptedClient(n, tokens=3) for n in ("x", "y")}
+    service = make_service(store, clients)
+    written: list[float] = []
+    add_user_message = store.add_user_message
+
+    def slow_add_user_message(*args, **kwargs):
+        time.sleep(0.2)  # a busy store
+        written.append(time.monotonic())
+        return add_user_message(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_user_message", slow_add_user_message)
+    battle = service.new_battle(VISITOR)
+    asyncio.run(drain(service.send(battle, "first", VISITOR)))
+    assert clients["x"].started[0] < written[0] and clients["y"].started[0] < written[0]
+    asyncio.run(drain(service.send(battle, "second", VISITOR)))
+    assert clients["x"].started[1] < written[2] and clients["y"].started[1] < written[2]
+    # Nothing was lost or reordered: every message is stored, each reply after its turn.
+    assert battle.phase is Phase.READY
+    with store._cursor() as cursor:
+        stored = cursor.execute(
+            "SELECT c.side, m.turn, m.role, m.content FROM messages m "
+            "JOIN conversations c ON c.id = m.conversation_id ORDER BY c.side, m.turn, m.role DESC"
+        ).fetchall()
+    assert stored == [
+        (side, turn, role, content)
+        for side, name in (("a", battle.sides[0].model.name), ("b", battle.sides[1].model.name))
+        for turn, prompt in enumerate(("first", "second"))
+        for role, content in (("user", prompt), ("assistant", f"{name}0 {name}1 {name}2 "))
+    ]
+
+
+def test_a_failed_store_write_ends_the_stream_with_its_error_and_is_logged(
+    store, monkeypatch, caplog
+):
+    clients = {n: ScriptedClient(n, tokens=50, delay_s=0.01) for n in ("x", "y")}
+    service = make_service(store, clients)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "add_user_message", broken)
+    battle = service.new_battle(VISITOR)
+    started = time.monotonic()
+    with pytest.raises(OSError, match="disk full"):
+        asyncio.run(drain(service.send(battle, "hi", VISITOR)))
+    # At once, not after the replies: they could not be stored after a turn that is not.
+    assert time.monotonic() - started < 0.4
+    assert battle.phase is Phase.FAILED
+    with pytest.raises(BattleError, match="cannot be voted on"):
+        service.vote(battle, Winner.MODEL_A, VISITOR)
+    service.close()
+    assert "_write_turn failed" in caplog.text and "disk full" in caplog.text
+
+
+def test_a_failed_reply_write_fails_the_stream_and_the_battle_is_not_votable(store, monkeypatch):
+    clients = {n: ScriptedClient(n, tokens=3) for n in ("x", "y")}
+    service = make_service(store, clients)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "add_reply", broken)
+    battle = service.new_battle(VISITOR)
+    with pytest.raises(OSError, match="disk full"):
+        asyncio.run(drain(service.send(battle, "hi", VISITOR)))
+    assert battle.phase is Phase.FAILED
+    with pytest.raises(BattleError, match="cannot be voted on"):
+        service.vote(battle, Winner.MODEL_A, VISITOR)
+    assert store.vote_for(battle.id) is None

@@ -70,6 +70,51 @@ def pane(side: Side | None, battle: Battle) -> list[dict[str, str]]:
     return messages
 
 
+def rendered(chatbot: gr.Chatbot, messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """``messages`` as the browser takes them, i.e. what Gradio's postprocess would send.
+
+    The tabs' events run with ``postprocess=False`` and pass these: a streamed update then costs
+    a dict per message, where Gradio would postprocess every output in a worker thread.
+    """
+    return chatbot.postprocess(messages).model_dump()
+
+
+Controls = dict[gr.Component, tuple[Any, bool]]
+"""A tab's prompt box, buttons and pickers: each one's value, and whether it takes input."""
+
+
+class ShownControls:
+    """Which controls take input in the browser, so that a stream updates only what changes.
+
+    A property update (``gr.update``, ``gr.skip()``, a component) makes Gradio build a new
+    component for the session, and its config: about 1 ms for a button, 8 ms for a chatbot. A
+    plain value changes nothing but the value. So a stream sends property updates only where
+    the interactivity changes: when it starts (locked) and when it ends (unlocked).
+    """
+
+    def __init__(self, controls: Controls) -> None:
+        self._interactive = {component: on for component, (_, on) in controls.items()}
+
+    def view(self, controls: Controls) -> list[Any]:
+        """The outputs for ``controls``, in order; from now on the browser shows these."""
+        outputs = []
+        for component, (value, interactive) in controls.items():
+            if self._interactive[component] == interactive:
+                outputs.append(value)
+            else:
+                outputs.append(gr.update(value=value, interactive=interactive))
+                self._interactive[component] = interactive
+        return outputs
+
+
+def kept(battle: Battle, first: bool) -> Battle | dict[str, Any]:
+    """The battle state output of a streamed update. Gradio rebuilds a state's config each
+    time it is set; the battle changes in place, so setting it when the stream starts (it may
+    be a new battle) and when it ends is enough, and the updates between skip it (``gr.skip()``
+    costs nothing for a state: no component is rebuilt)."""
+    return battle if first or battle.phase is not Phase.STREAMING else gr.skip()
+
+
 def _reply_text(reply: Reply) -> str:
     if reply.error is None:
         return reply.text
@@ -158,31 +203,65 @@ class BattleTab:
             self.notice,
         ]
 
+    def _controls(self, phase: Phase, prompt: str) -> Controls:
+        """The prompt box (showing ``prompt``) and the buttons in this phase. Each one is
+        disabled while replies stream."""
+        can_type = phase in (Phase.NEW, Phase.READY)
+        return {
+            self.prompt: (prompt, can_type),
+            self.send: (self.send.value, can_type),
+            **{vote: (vote.value, phase is Phase.READY) for vote in self.votes},
+            self.regenerate: (self.regenerate.value, phase in (Phase.READY, Phase.FAILED)),
+        }
+
+    def _panes(self, battle: Battle | None) -> tuple[list[Any], list[Any]]:
+        side_a, side_b = battle.sides if battle and battle.sides else (None, None)
+        return (
+            rendered(self.chatbot_a, pane(side_a, battle) if battle else []),
+            rendered(self.chatbot_b, pane(side_b, battle) if battle else []),
+        )
+
     def _view(
         self, battle: Battle | None, *, clear_prompt: bool = False, notice: str = ""
     ) -> list[Any]:
-        """Every output of the tab for this battle state; the prompt's text is kept unless
-        ``clear_prompt`` (it is sent, or a new round starts)."""
+        """Every output and property of the tab for this battle state, for single updates
+        (votes, new rounds, refusals); the prompt's text is kept unless ``clear_prompt`` (a new
+        round starts)."""
         phase = battle.phase if battle else Phase.NEW
-        side_a, side_b = battle.sides if battle and battle.sides else (None, None)
         label_a, label_b = _labels(battle) if battle else ("Model A", "Model B")
-        can_type = phase in (Phase.NEW, Phase.READY)
+        pane_a, pane_b = self._panes(battle)
+        controls = [
+            gr.update(value=value, interactive=interactive)
+            for value, interactive in self._controls(phase, "").values()
+        ]
+        if not clear_prompt:  # an update without a value leaves the text alone
+            controls[0] = gr.update(interactive=phase in (Phase.NEW, Phase.READY))
         return [
             battle,
-            gr.Chatbot(value=pane(side_a, battle) if battle else [], label=label_a),
-            gr.Chatbot(value=pane(side_b, battle) if battle else [], label=label_b),
-            gr.Textbox(value="", interactive=can_type)
-            if clear_prompt
-            else gr.Textbox(interactive=can_type),
-            gr.Button(interactive=can_type),
-            *[gr.Button(interactive=phase is Phase.READY) for _ in self.votes],
-            gr.Button(interactive=phase in (Phase.READY, Phase.FAILED)),
+            gr.update(value=pane_a, label=label_a),
+            gr.update(value=pane_b, label=label_b),
+            *controls,
             _reveal(battle) if battle and phase is Phase.VOTED else "",
             notice,
         ]
 
+    async def _stream(
+        self, first: Battle, updates: AsyncIterator[Battle], prompt: str, before: Phase
+    ) -> AsyncIterator[list[Any]]:
+        """The views of a stream from its first update, in a tab last shown in phase
+        ``before``; the prompt box shows ``prompt`` all along. The panes go as plain values: a
+        stream never renames them (only the vote and a new round do)."""
+        shown = ShownControls(self._controls(before, prompt))
+        battle: Battle | None = first
+        while battle is not None:
+            controls = shown.view(self._controls(battle.phase, prompt))
+            yield [kept(battle, battle is first), *self._panes(battle), *controls, "", ""]
+            battle = await anext(updates, None)
+
     def _wire(self) -> None:
-        streaming = {"concurrency_limit": self._concurrency_limit, "outputs": self._outputs}
+        # postprocess=False: the handlers send what the browser takes (see `rendered`).
+        plain = {"outputs": self._outputs, "postprocess": False}
+        streaming = {"concurrency_limit": self._concurrency_limit, **plain}
         gr.on(
             [self.send.click, self.prompt.submit],
             self._on_send,
@@ -190,24 +269,26 @@ class BattleTab:
             api_name="battle_send",
             **streaming,
         )
+        # The prompt box keeps its text while a regeneration streams: the handler needs it to
+        # send the box as a plain value (see `ShownControls`).
         self.regenerate.click(
-            self._on_regenerate, inputs=[self.battle], api_name="battle_regenerate", **streaming
+            self._on_regenerate,
+            inputs=[self.battle, self.prompt],
+            api_name="battle_regenerate",
+            **streaming,
         )
         for button, (_, _, winner) in zip(self.votes, VOTE_BUTTONS, strict=True):
             button.click(
                 self._vote_handler(winner),
                 inputs=[self.battle],
-                outputs=self._outputs,
                 api_name=f"battle_vote_{winner.name.lower()}",
+                **plain,
             )
         self.new_round.click(
-            self._on_new_round, inputs=[self.battle], outputs=self._outputs, api_name="battle_new"
+            self._on_new_round, inputs=[self.battle], api_name="battle_new", **plain
         )
         self._consent.delete_button.click(
-            self._on_delete,
-            inputs=[self.battle],
-            outputs=self._outputs,
-            api_name="delete_contributions",
+            self._on_delete, inputs=[self.battle], api_name="delete_contributions", **plain
         )
 
     async def _on_send(
@@ -221,6 +302,7 @@ class BattleTab:
             # The session gets its id now: record the choice made before it had one.
             self._consent.record(visitor.session_id, consent)
             battle = self._service.new_battle(visitor)
+        before = battle.phase
         updates = self._service.send(battle, prompt, visitor)
         try:
             first = await anext(updates)
@@ -228,21 +310,27 @@ class BattleTab:
             # Keep the text in the box: nothing was sent, the user may shorten it.
             yield self._view(battle, notice=f"⚠️ {error}")
             return
-        yield self._view(first, clear_prompt=True)
-        async for update in updates:
-            yield self._view(update)
+        async for view in self._stream(first, updates, "", before):
+            yield view
 
     async def _on_regenerate(
-        self, battle: Battle | None, request: gr.Request
+        self,
+        battle: Battle | None,
+        # Optional, so that an API call may leave it out, as before the box was an input.
+        prompt: str | None = None,
+        request: gr.Request | None = None,
     ) -> AsyncIterator[list[Any]]:
         if battle is None:
             raise gr.Error("Nothing to regenerate yet: send a message first.")
         visitor = visitor_for(battle, request, self._identity)
+        before = battle.phase
+        updates = self._service.regenerate(battle, visitor)
         try:
-            async for update in self._service.regenerate(battle, visitor):
-                yield self._view(update)
+            first = await anext(updates)
         except BattleError as error:
             raise gr.Error(str(error)) from None
+        async for view in self._stream(first, updates, prompt or "", before):
+            yield view
 
     def _vote_handler(self, winner: Winner) -> Callable[[Battle | None, gr.Request], list[Any]]:
         def on_vote(battle: Battle | None, request: gr.Request) -> list[Any]:

@@ -17,7 +17,17 @@ import gradio as gr
 from arena.battles import Battle, BattleError, Phase, Sampling, max_new_tokens_cap
 from arena.config import ModelEntry, Registry
 from arena.service import BattleService
-from arena.ui.battle import VOTE_BUTTONS, VOTE_LABELS, ClientIdentity, pane, visitor_for
+from arena.ui.battle import (
+    VOTE_BUTTONS,
+    VOTE_LABELS,
+    ClientIdentity,
+    Controls,
+    ShownControls,
+    kept,
+    pane,
+    rendered,
+    visitor_for,
+)
 from arena.votes import Winner
 
 
@@ -139,42 +149,109 @@ class SideBySideTab:
             self.notice,
         ]
 
+    def _controls(self, battle: Battle, phase: Phase, prompt: str) -> tuple[Controls, Controls]:
+        """The model pickers (showing the battle's models), then the prompt box (showing
+        ``prompt``) and the buttons, in this phase (see `BattleTab._controls`)."""
+        assert battle.models is not None
+        model_a, model_b = (model.name for model in battle.models)
+        can_type = phase in (Phase.NEW, Phase.READY)
+        # Picking another model mid-stream would race the stream for the battle state.
+        can_pick = phase is not Phase.STREAMING
+        pickers: Controls = {self.model_a: (model_a, can_pick), self.model_b: (model_b, can_pick)}
+        rest: Controls = {
+            self.prompt: (prompt, can_type),
+            self.send: (self.send.value, can_type),
+            **{vote: (vote.value, phase is Phase.READY) for vote in self.votes},
+            self.regenerate: (self.regenerate.value, phase in (Phase.READY, Phase.FAILED)),
+        }
+        return pickers, rest
+
+    def _panes(self, battle: Battle | None) -> tuple[list[Any], list[Any]]:
+        side_a, side_b = battle.sides if battle and battle.sides else (None, None)
+        return (
+            rendered(self.chatbot_a, pane(side_a, battle) if battle else []),
+            rendered(self.chatbot_b, pane(side_b, battle) if battle else []),
+        )
+
+    @staticmethod
+    def _labels(battle: Battle | None) -> tuple[str, str]:
+        if battle and battle.models:
+            return battle.models[0].display_name, battle.models[1].display_name
+        return "Model A", "Model B"
+
     def _view(
         self, battle: Battle | None, *, clear_prompt: bool = False, notice: str = ""
     ) -> list[Any]:
-        """Every output of the tab for this battle state (see `BattleTab._view`). Without a
-        battle (the picked models were refused) the panes are empty and unnamed."""
+        """Every output and property of the tab for this battle state, for single updates (see
+        `BattleTab._view`). Without a battle (the picked models were refused)
+        the panes are empty and unnamed, and the pickers keep their choice."""
         phase = battle.phase if battle else Phase.NEW
-        side_a, side_b = battle.sides if battle and battle.sides else (None, None)
-        label_a, label_b = "Model A", "Model B"
-        if battle and battle.models:
-            label_a, label_b = (model.display_name for model in battle.models)
+        label_a, label_b = self._labels(battle)
+        pane_a, pane_b = self._panes(battle)
         can_type = phase in (Phase.NEW, Phase.READY)
         return [
             battle,
-            # Picking another model mid-stream would race the stream for the battle state.
-            gr.Dropdown(interactive=phase is not Phase.STREAMING),
-            gr.Dropdown(interactive=phase is not Phase.STREAMING),
-            gr.Chatbot(value=pane(side_a, battle) if battle else [], label=label_a),
-            gr.Chatbot(value=pane(side_b, battle) if battle else [], label=label_b),
-            gr.Textbox(value="", interactive=can_type)
+            gr.update(interactive=phase is not Phase.STREAMING),
+            gr.update(interactive=phase is not Phase.STREAMING),
+            gr.update(value=pane_a, label=label_a),
+            gr.update(value=pane_b, label=label_b),
+            # An update without a value leaves the text alone.
+            gr.update(value="", interactive=can_type)
             if clear_prompt
-            else gr.Textbox(interactive=can_type),
-            gr.Button(interactive=can_type),
-            *[gr.Button(interactive=phase is Phase.READY) for _ in self.votes],
-            gr.Button(interactive=phase in (Phase.READY, Phase.FAILED)),
+            else gr.update(interactive=can_type),
+            gr.update(interactive=can_type),
+            *[gr.update(interactive=phase is Phase.READY) for _ in self.votes],
+            gr.update(interactive=phase in (Phase.READY, Phase.FAILED)),
             _thanks(battle) if battle and phase is Phase.VOTED else "",
             notice,
         ]
 
+    async def _stream(
+        self,
+        first: Battle,
+        updates: AsyncIterator[Battle],
+        prompt: str,
+        before: Phase,
+        *,
+        renamed: bool = False,
+    ) -> AsyncIterator[list[Any]]:
+        """The views of a stream from its first update, in a tab last shown in phase
+        ``before``; the prompt box shows ``prompt`` all along. The panes go as plain values
+        (see `BattleTab._stream`), but with their labels on the first update if ``renamed``
+        (the battle's models are not the ones the tab showed)."""
+        pickers, rest = self._controls(first, before, prompt)
+        shown_pickers, shown_rest = ShownControls(pickers), ShownControls(rest)
+        battle: Battle | None = first
+        while battle is not None:
+            pickers, rest = self._controls(battle, battle.phase, prompt)
+            pane_a, pane_b = self._panes(battle)
+            if renamed:
+                label_a, label_b = self._labels(battle)
+                pane_a = gr.update(value=pane_a, label=label_a)
+                pane_b = gr.update(value=pane_b, label=label_b)
+                renamed = False
+            yield [
+                kept(battle, battle is first),
+                *shown_pickers.view(pickers),
+                pane_a,
+                pane_b,
+                *shown_rest.view(rest),
+                "",
+                "",
+            ]
+            battle = await anext(updates, None)
+
     def _wire(self) -> None:
-        streaming = {"concurrency_limit": self._concurrency_limit, "outputs": self._outputs}
+        # postprocess=False: the handlers send what the browser takes (see `rendered`).
+        plain = {"outputs": self._outputs, "postprocess": False}
+        streaming = {"concurrency_limit": self._concurrency_limit, **plain}
         gr.on(
             [self.model_a.input, self.model_b.input],
             self._on_models,
             inputs=[self.model_a, self.model_b, self.battle],
             outputs=[*self._outputs, *self._sampling_inputs],
             api_name="sbs_models",
+            postprocess=False,
         )
         gr.on(
             [self.send.click, self.prompt.submit],
@@ -183,9 +260,11 @@ class SideBySideTab:
             api_name="sbs_send",
             **streaming,
         )
+        # The prompt box keeps its text while a regeneration streams: the handler sends it back
+        # as a plain value (see `ShownControls`).
         self.regenerate.click(
             self._on_regenerate,
-            inputs=[*self._sampling_inputs, self.battle],
+            inputs=[*self._sampling_inputs, self.battle, self.prompt],
             api_name="sbs_regenerate",
             **streaming,
         )
@@ -193,14 +272,14 @@ class SideBySideTab:
             button.click(
                 self._vote_handler(winner),
                 inputs=[self.battle],
-                outputs=self._outputs,
                 api_name=f"sbs_vote_{winner.name.lower()}",
+                **plain,
             )
         self.new_round.click(
             self._on_new_round,
             inputs=[self.model_a, self.model_b, self.battle],
-            outputs=self._outputs,
             api_name="sbs_new",
+            **plain,
         )
 
     def _on_models(
@@ -236,10 +315,12 @@ class SideBySideTab:
             yield self._view(battle)
             return
         visitor = visitor_for(battle, request, self._identity)
+        renamed = battle is None or _names(battle.models) != (model_a, model_b)
         try:
-            if battle is None or _names(battle.models) != (model_a, model_b):
+            if renamed:
                 # Other models than the battle's (a raw call, or a refused pick): a new round.
                 battle = self._service.new_side_by_side(visitor, model_a, model_b)
+            before = battle.phase
             updates = self._service.send(
                 battle, prompt, visitor, Sampling(temperature, top_p, max_new_tokens)
             )
@@ -248,9 +329,8 @@ class SideBySideTab:
             # Keep the text in the box: nothing was sent.
             yield self._view(battle, notice=f"⚠️ {error}")
             return
-        yield self._view(first, clear_prompt=True)
-        async for update in updates:
-            yield self._view(update)
+        async for view in self._stream(first, updates, "", before, renamed=renamed):
+            yield view
 
     async def _on_regenerate(
         self,
@@ -258,17 +338,22 @@ class SideBySideTab:
         top_p: float,
         max_new_tokens: int,
         battle: Battle | None,
-        request: gr.Request,
+        # Optional, so that an API call may leave it out, as before the box was an input.
+        prompt: str | None = None,
+        request: gr.Request | None = None,
     ) -> AsyncIterator[list[Any]]:
         if battle is None:
             raise gr.Error("Nothing to regenerate yet: send a message first.")
         visitor = visitor_for(battle, request, self._identity)
         sampling = Sampling(temperature, top_p, max_new_tokens)
+        before = battle.phase
         try:
-            async for update in self._service.regenerate(battle, visitor, sampling):
-                yield self._view(update)
+            updates = self._service.regenerate(battle, visitor, sampling)
+            first = await anext(updates)
         except BattleError as error:
             raise gr.Error(str(error)) from None
+        async for view in self._stream(first, updates, prompt or "", before):
+            yield view
 
     def _vote_handler(self, winner: Winner) -> Callable[[Battle | None, gr.Request], list[Any]]:
         def on_vote(battle: Battle | None, request: gr.Request) -> list[Any]:
