@@ -21,6 +21,7 @@ from gradio_client.exceptions import AppError
 from arena.battles import BattleError, Sampling
 from arena.demo_server.personas import reply as persona_reply
 from arena.demo_server.personas import tokenize
+from arena.export import Exporter, LocalFolder
 from arena.leaderboards import LeaderboardService, View
 from arena.service import Visitor
 from arena.votes import Winner
@@ -285,3 +286,42 @@ def test_with_fewer_than_two_models_offered_the_tab_says_why(launch_arena, write
     ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
     assert "sbs-unavailable" in ids and "sbs-model-a" not in ids
     assert "prompt" in ids  # the Battle tab is unaffected
+
+
+# -- consent ------------------------------------------------------------------------------------
+
+
+def test_a_choice_made_before_picking_models_shares_the_named_battle(launch_arena, tmp_path):
+    running = launch_arena()
+    sharing, silent = running.client(), running.client()
+    sharing.predict(api_name="/sbs_consent_share")
+    # Picking models gives the session its id before any message: the choice must still count.
+    sbs_models(sharing, VERBOSE, CONCISE)
+    for client in (sharing, silent):
+        sbs_send(client, PROMPT, VERBOSE, CONCISE)
+        sbs_vote(client, "model_a")
+
+    sessions = [session for (session,) in rows(running.store, "SELECT session_id FROM battles")]
+    shared = {s: (running.store.consent_of(s) or {}).get("share") for s in sessions}
+    assert sorted(shared.values(), key=str) == [None, True]  # no choice: not shared
+
+    folder = tmp_path / "dataset"
+    Exporter(running.store, LocalFolder(folder), license_id="cc-by-4.0").push()
+    published = pd.read_parquet(folder / "data/battles/batch-00000001.parquet")
+    assert sorted(published["text_shared"]) == [False, True]
+    for battle in published.to_dict("records"):
+        prompts = [m["content"] for m in battle["conversation_a"] if m["role"] == "user"]
+        assert prompts == ([PROMPT] if battle["text_shared"] else [])
+        assert not battle["anony"]
+
+
+def test_the_tab_s_delete_button_removes_its_named_battles(launch_arena):
+    running = launch_arena()
+    client = running.client()
+    sbs_send(client, PROMPT, VERBOSE, CONCISE)
+    sbs_vote(client, "model_b")
+
+    after = sbs_view(client.predict(api_name="/sbs_delete_contributions"))
+
+    assert "Deleted 1 battle(s)" in after.notice and after.a == []
+    assert count(running.store, "battles") == 0 and count(running.store, "deletions") == 1

@@ -46,7 +46,7 @@ def build_ui(
         with gr.Tab("⚔️ Battle", id="battle"):
             BattleTab(battles, identity, concurrency_limit, consent).render()
         with gr.Tab("👀 Side-by-side", id="side-by-side"):
-            SideBySideTab(battles, registry, identity, concurrency_limit).render()
+            SideBySideTab(battles, registry, identity, concurrency_limit, consent).render()
         with gr.Tab("💬 Direct chat", id="direct-chat"):
             DirectChatTab(chats, identity, concurrency_limit, consent).render()
         with gr.Tab("🏆 Leaderboard", id="leaderboard") as leaderboard_tab:

@@ -6,7 +6,8 @@ before any choice the session counts as "don't share". The choice waits in serve
 until the session has an id (its first message), and is recorded at once if it already has one.
 Element ids ``consent-share`` and ``consent-private`` are stable, for tests and automation; a
 notice made by `ConsentNotice.for_direct_chat` has the same ids prefixed ``chat-`` (and api names
-prefixed ``chat_``), and wording about chats and feedback instead of battles and votes.
+prefixed ``chat_``), and wording about chats and feedback instead of battles and votes; one made
+by `ConsentNotice.for_side_by_side`, the battle wording with ids prefixed ``sbs-``.
 """
 
 from __future__ import annotations
@@ -59,16 +60,22 @@ def _label(choice: bool | None) -> str:
 class ConsentNotice:
     """The notice, its two choices, and where each choice is recorded."""
 
-    def __init__(self, store: Store, license_id: str, *, direct_chat: bool = False) -> None:
+    def __init__(
+        self, store: Store, license_id: str, *, ids: str = "", direct_chat: bool = False
+    ) -> None:
         self._store = store
         self._license_id = license_id
         self._direct_chat = direct_chat
-        self._ids = "chat-" if direct_chat else ""
-        """Prefix of element ids (and, as ``chat_``, of api names)."""
+        self._ids = ids
+        """Prefix of element ids (and, with ``_`` for ``-``, of api names)."""
 
     def for_direct_chat(self) -> ConsentNotice:
         """The same notice for the Direct chat tab: its own ids, wording and state."""
-        return ConsentNotice(self._store, self._license_id, direct_chat=True)
+        return ConsentNotice(self._store, self._license_id, ids="chat-", direct_chat=True)
+
+    def for_side_by_side(self) -> ConsentNotice:
+        """The same notice for the Side-by-side tab (a battle, named): its own ids and state."""
+        return ConsentNotice(self._store, self._license_id, ids="sbs-")
 
     def render(self, battle: gr.State) -> None:
         """Build the notice; ``battle`` is the tab's state (a battle or a direct chat, or None),
@@ -127,3 +134,9 @@ class ConsentNotice:
         """Record a choice made before the session had an id (None: no choice, nothing to do)."""
         if share is not None:
             self._store.record_consent(session_id, share=share, terms_version=TERMS_VERSION)
+
+    def record_if_new(self, session_id: str, share: bool | None) -> None:
+        """Record a choice held in the tab's state unless the session has one already (a choice
+        made while the session had an id was recorded then, and may be newer)."""
+        if share is not None and self._store.consent_of(session_id) is None:
+            self.record(session_id, share)

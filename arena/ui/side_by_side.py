@@ -28,6 +28,7 @@ from arena.ui.battle import (
     rendered,
     visitor_for,
 )
+from arena.ui.consent import ConsentNotice
 from arena.votes import Winner
 
 
@@ -40,8 +41,10 @@ class SideBySideTab:
         registry: Registry,
         identity: ClientIdentity,
         concurrency_limit: int,
+        consent: ConsentNotice,
     ) -> None:
         self._service = service
+        self._consent = consent.for_side_by_side()
         self._offered = registry.side_by_side
         self._identity = identity
         self._concurrency_limit = concurrency_limit
@@ -62,6 +65,7 @@ class SideBySideTab:
         model_a, model_b = self._offered[0], self._offered[1]
         choices = [(m.display_name, m.name) for m in self._offered]
         self.battle = gr.State(None)
+        self._consent.render(self.battle)
         with gr.Row():
             self.model_a = gr.Dropdown(
                 choices, value=model_a.name, label="Model A", elem_id="sbs-model-a"
@@ -256,7 +260,14 @@ class SideBySideTab:
         gr.on(
             [self.send.click, self.prompt.submit],
             self._on_send,
-            inputs=[self.prompt, self.model_a, self.model_b, *self._sampling_inputs, self.battle],
+            inputs=[
+                self.prompt,
+                self.model_a,
+                self.model_b,
+                *self._sampling_inputs,
+                self.battle,
+                self._consent.choice,
+            ],
             api_name="sbs_send",
             **streaming,
         )
@@ -280,6 +291,9 @@ class SideBySideTab:
             inputs=[self.model_a, self.model_b, self.battle],
             api_name="sbs_new",
             **plain,
+        )
+        self._consent.delete_button.click(
+            self._on_delete, inputs=[self.battle], api_name="sbs_delete_contributions", **plain
         )
 
     def _on_models(
@@ -309,12 +323,15 @@ class SideBySideTab:
         top_p: float,
         max_new_tokens: int,
         battle: Battle | None,
+        consent: bool | None,
         request: gr.Request,
     ) -> AsyncIterator[list[Any]]:
         if not prompt or not prompt.strip():
             yield self._view(battle)
             return
         visitor = visitor_for(battle, request, self._identity)
+        # The session may have got its id from a model pick after the choice: record it now.
+        self._consent.record_if_new(visitor.session_id, consent)
         renamed = battle is None or _names(battle.models) != (model_a, model_b)
         try:
             if renamed:
@@ -366,6 +383,12 @@ class SideBySideTab:
             return self._view(battle)
 
         return on_vote
+
+    def _on_delete(self, battle: Battle | None, request: gr.Request) -> list[Any]:
+        visitor = visitor_for(battle, request, self._identity)
+        notice = self._consent.delete(visitor.session_id, visitor.username)
+        # The battle on screen is gone with the rest: start afresh, in a new session.
+        return self._view(None, clear_prompt=True, notice=notice)
 
     def _on_new_round(
         self, model_a: str, model_b: str, battle: Battle | None, request: gr.Request
