@@ -70,14 +70,22 @@ up to a third when the other core is busy.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import re
 import string
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["PLACEHOLDERS", "scrub", "scrub_with_report"]
+__all__ = ["PLACEHOLDERS", "VERSION", "scrub", "scrub_with_report"]
+
+VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+"""Which scrubber this is: a hash of this file, so that any change to it makes copies scrubbed
+by an earlier version stale (the store keeps each message's scrubbed copy with the version that
+made it, and the export scrubs again whatever another version made). Nobody has to remember to
+bump it."""
 
 PLACEHOLDERS: dict[str, str] = {
     kind: f"<{kind}>"

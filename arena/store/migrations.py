@@ -199,6 +199,20 @@ def _create_consents_and_export(con: DuckDBPyConnection) -> None:
     con.execute("INSERT INTO settings VALUES ('judge_salt', ?)", [secrets.token_hex(32)])
 
 
+def _add_scrubbed_copies(con: DuckDBPyConnection) -> None:
+    # Each message is scrubbed once, when it is stored (arena.pii, ~10 µs against seconds of model
+    # latency), so that an export reads scrubbed text instead of scrubbing millions of messages.
+    # content_scrubbed is NULL when scrubbing changed nothing (most messages: no second copy);
+    # scrubbed_by is the arena.pii.VERSION that did it, NULL for rows never scrubbed (written
+    # before this migration, or restored): the export scrubs those, and stale versions, itself.
+    con.execute(
+        """
+        ALTER TABLE messages ADD COLUMN content_scrubbed VARCHAR;
+        ALTER TABLE messages ADD COLUMN scrubbed_by VARCHAR;
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -207,6 +221,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         5, "consents, deletions, export batches and the judge salt", _create_consents_and_export
     ),
+    Migration(6, "messages: scrubbed copy of the text, written with it", _add_scrubbed_copies),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
