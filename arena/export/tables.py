@@ -10,9 +10,6 @@ in the dataset; the card lists only configs with rows, since `datasets` refuses 
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -209,7 +206,7 @@ def _scrub_missing(cursor: duckdb.DuckDBPyConnection) -> None:
     scrubbed = pa.table(
         {
             "id": missing.column("id").cast(pa.string()),
-            "content": pa.array(_scrub_all(texts), type=pa.string()),
+            "content": pa.array(pii.scrub_all(texts), type=pa.string()),
         }
     )
     cursor.register("export_scrubbed", scrubbed)
@@ -217,22 +214,6 @@ def _scrub_missing(cursor: duckdb.DuckDBPyConnection) -> None:
         _run(cursor, _FILL_SCRUBBED)
     finally:
         cursor.unregister("export_scrubbed")
-
-
-_PARALLEL_FROM = 20_000
-"""Fewer messages than this are scrubbed in this process: starting workers costs ~0.2 s."""
-
-
-def _scrub_all(texts: list[str]) -> list[str]:
-    """`arena.pii.scrub` of each text, on every core this process may use (it is pure Python)."""
-    workers = len(os.sched_getaffinity(0))
-    if workers < 2 or len(texts) < _PARALLEL_FROM:
-        return [pii.scrub(text) for text in texts]
-    # spawn, not fork: the caller is a threaded app holding a DuckDB connection.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        chunk = max(1, len(texts) // (workers * 8))
-        return list(pool.map(pii.scrub, texts, chunksize=chunk))
 
 
 def _run(
