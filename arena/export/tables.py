@@ -36,36 +36,27 @@ LEFT JOIN battle_tags bt ON bt.battle_id = v.battle_id
 """
 
 _MESSAGES = """
--- Every message of the batch's battles, shared or not; text only from sessions that share, and
--- only as scrubbed by this version of arena.pii when the message was stored. A shared message
--- without such a copy (stored before migration 6, restored, or scrubbed by another version) has
--- NULL content here until write_batch scrubs it. Ranked here rather than read from the
--- latest_messages view, which ranks every message of the store: a small export would cost as
--- much as a full one.
+-- Every message of the batch's battles, shared or not, without its text: the ranking of attempts
+-- sorts these rows, and text would make them a hundred times wider. Ranked here rather than read
+-- from the latest_messages view, which ranks every message of the store: a small export would
+-- cost as much as a full one.
 CREATE OR REPLACE TEMP TABLE export_messages AS
 SELECT m.id, c.battle_id, c.side, m.turn, m.attempt, m.role, m.finished, m.error_kind,
     epoch(m.created_at) AS tstamp,
     m.attempt = max(m.attempt) OVER (PARTITION BY m.conversation_id, m.turn, m.role) AS latest,
-    v.text_shared,
-    CASE WHEN v.text_shared AND m.scrubbed_by = $version
-        THEN coalesce(m.content_scrubbed, m.content) END AS content
+    v.text_shared
 FROM messages m
 JOIN conversations c ON c.id = m.conversation_id
 JOIN export_votes v ON v.battle_id = c.battle_id
 """
 
 _UNSCRUBBED = """
+-- Shared messages without a copy scrubbed by this version of arena.pii when they were stored
+-- (written before migration 6, restored, or scrubbed by another version): write_batch scrubs them.
 SELECT e.id, m.content
 FROM export_messages e
 JOIN messages m ON m.id = e.id
-WHERE e.text_shared AND e.content IS NULL
-"""
-
-_FILL_SCRUBBED = """
-CREATE OR REPLACE TEMP TABLE export_messages AS
-SELECT e.* REPLACE (coalesce(e.content, s.content) AS content)
-FROM export_messages e
-LEFT JOIN export_scrubbed s ON s.id = e.id
+WHERE e.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
 """
 
 _LISTS = """
@@ -87,7 +78,14 @@ SELECT battle_id,
     count(*) FILTER (latest AND role = 'user')
         > count(*) FILTER (latest AND role = 'assistant' AND finished AND error_kind IS NULL)
         AS unanswered
-FROM export_messages
+FROM (
+    -- Text only from sessions that share, and only scrubbed: the stored copy, else this export's.
+    SELECT e.*, CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbed, m.content)
+        ELSE s.content END AS content
+    FROM export_messages e
+    LEFT JOIN messages m ON m.id = e.id AND e.text_shared
+    LEFT JOIN export_scrubbed s ON s.id = e.id
+)
 GROUP BY battle_id
 """
 
@@ -175,11 +173,12 @@ def write_batch(
 ) -> dict[str, int]:
     """Write batch ``batch`` of ``target`` as ``folder/<config>.parquet``; returns row counts."""
     params = {"target": target, "batch": batch}
+    version = {"version": pii.VERSION}
     try:
         _run(cursor, _BATCH, params | {"salt": salt})
-        _run(cursor, _MESSAGES, {"version": pii.VERSION})
-        _scrub_missing(cursor)
-        _run(cursor, _LISTS)
+        _run(cursor, _MESSAGES)
+        cursor.register("export_scrubbed", _scrub_missing(cursor))
+        _run(cursor, _LISTS, version)
         _run(cursor, _BATTLES)
         counts: dict[str, int] = {}
         for config, sql in _QUERIES.items():
@@ -192,28 +191,23 @@ def write_batch(
             )
             counts[config] = _count(cursor, path)
     finally:
+        cursor.unregister("export_scrubbed")
         for table in ("export_votes", "export_messages", "export_lists", "export_battles"):
             _run(cursor, f"DROP TABLE IF EXISTS {table}")
     return counts
 
 
-def _scrub_missing(cursor: duckdb.DuckDBPyConnection) -> None:
-    """Scrub the shared messages that have no copy scrubbed by this version of `arena.pii`."""
-    missing = cursor.sql(_UNSCRUBBED).to_arrow_table()
-    if missing.num_rows == 0:
-        return
-    texts = missing.column("content").to_pylist()
-    scrubbed = pa.table(
+def _scrub_missing(cursor: duckdb.DuckDBPyConnection) -> pa.Table:
+    """(id, content) of the shared messages `_UNSCRUBBED` finds, scrubbed; usually none."""
+    missing = cursor.sql(_UNSCRUBBED, params={"version": pii.VERSION}).to_arrow_table()
+    return pa.table(
         {
             "id": missing.column("id").cast(pa.string()),
-            "content": pa.array(pii.scrub_all(texts), type=pa.string()),
+            "content": pa.array(
+                pii.scrub_all(missing.column("content").to_pylist()), type=pa.string()
+            ),
         }
     )
-    cursor.register("export_scrubbed", scrubbed)
-    try:
-        _run(cursor, _FILL_SCRUBBED)
-    finally:
-        cursor.unregister("export_scrubbed")
 
 
 def _run(
