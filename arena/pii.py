@@ -122,11 +122,12 @@ def scrub(text: str) -> str:
 
 
 _PARALLEL_FROM = 20_000
-"""Fewer messages than this are scrubbed in this process: starting workers costs ~0.2 s."""
+"""Fewer texts than this are scrubbed in this process: forking workers and sending them the texts
+would cost more than the second core saves."""
 
 
 def scrub_all(texts: list[str]) -> list[str]:
-    """`arena.scrub` of each text, on every core this process may use (it is pure Python)."""
+    """`scrub` of each text, on every core this process may use (the scrub is pure Python)."""
     workers = len(os.sched_getaffinity(0))
     if workers < 2 or len(texts) < _PARALLEL_FROM:
         return [scrub(text) for text in texts]
