@@ -1,9 +1,16 @@
 """Export and restore speed of the feedback dataset (`arena.export`), against a baseline.
 
 Fills a store with N voted one-turn battles by SQL (every session shares, so every message is
-scrubbed and published; prompts about 150 characters, replies about 600), then times:
+scrubbed and published; prompts about 150 characters, replies about 600). The store scrubs each
+message when it is written (`Store.add_user_message`, `Store.add_reply`), so the fill does the
+same work: every message goes through `arena.pii.scrub` (on both cores, timed and reported as
+the write path's cost, which the live app pays one message at a time), and its copy is stored
+as the store would. Then it times:
 
-- full export: the first push of all N votes to a local folder (all six configs, PII scrub);
+- write path: what storing one message costs through the store's methods, and the scrub's part;
+- full export: the first push of all N votes to a local folder (all six configs, no scrub left);
+- full export of rows without a scrubbed copy (written before migration 6): a second store
+  filled the old way, scrubbed by the export on both cores;
 - incremental export: a push of 1% more votes on top, which should cost about 1% of the full one;
 - restore: an empty store rebuilt from the folder.
 
@@ -17,15 +24,19 @@ engine's pandas frame) written with ``DataFrame.to_parquet``: one config, no scr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from arena import pii
 from arena.export import Exporter, LocalFolder, restore_store
-from arena.pii import scrub
+from arena.replies import Reply
 from arena.store import Store
 
 PROMPT = (
@@ -42,8 +53,12 @@ REPLY = (
 )
 
 
-def fill(store: Store, start: int, count: int) -> None:
-    """Add ``count`` shared, voted one-turn battles numbered from ``start``, by SQL."""
+def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> float:
+    """Add ``count`` shared, voted one-turn battles numbered from ``start``, by SQL.
+
+    With ``scrubbed``, every message is scrubbed and its copy stored, as the store's write path
+    does; returns the seconds spent scrubbing (0 without).
+    """
     statements = [
         f"""
             CREATE OR REPLACE TEMP TABLE n AS
@@ -69,14 +84,22 @@ def fill(store: Store, start: int, count: int) -> None:
             FROM n, (VALUES ('a'), ('b')) s(side)
         """,
         """
-            INSERT INTO messages (id, conversation_id, turn, attempt, role, content,
-            created_at, model, finished)
-            SELECT battle || side || role, battle || side, 0, 0, role,
-            replace(CASE role WHEN 'user' THEN $prompt ELSE $reply END, '{i}', i::VARCHAR),
+            CREATE OR REPLACE TEMP TABLE new_messages AS
+            SELECT battle || side || role AS id, battle || side AS conversation_id, role,
+            replace(CASE role WHEN 'user' THEN $prompt ELSE $reply END, '{i}', i::VARCHAR)
+                AS content,
             stamp, CASE WHEN role = 'assistant' THEN
-            CASE side WHEN 'a' THEN model_a ELSE model_b END END,
-            CASE WHEN role = 'assistant' THEN true END
+            CASE side WHEN 'a' THEN model_a ELSE model_b END END AS model
             FROM n, (VALUES ('a'), ('b')) s(side), (VALUES ('user'), ('assistant')) r(role)
+        """,
+        "SCRUB",
+        """
+            INSERT INTO messages (id, conversation_id, turn, attempt, role, content,
+            created_at, model, finished, content_scrubbed, scrubbed_by)
+            SELECT m.id, m.conversation_id, 0, 0, m.role, m.content, m.stamp, m.model,
+            CASE WHEN m.role = 'assistant' THEN true END,
+            nullif(s.content, m.content), CASE WHEN s.id IS NOT NULL THEN $version END
+            FROM new_messages m LEFT JOIN scrubbed s ON s.id = m.id
         """,
         """
             INSERT INTO votes (id, battle_id, session_id, winner, created_at)
@@ -84,23 +107,52 @@ def fill(store: Store, start: int, count: int) -> None:
             ['model_a', 'model_b', 'tie', 'tie (bothbad)'][1 + (i * 7) % 4], stamp FROM n
         """,
     ]
+    scrub_s = 0.0
     with store.cursor() as cursor:
         for sql in statements:
-            parameters = {"prompt": PROMPT, "reply": REPLY} if "$prompt" in sql else None
-            cursor.execute(sql, parameters).fetchall()
+            if sql == "SCRUB":
+                texts = cursor.sql("SELECT id, content FROM new_messages").to_arrow_table()
+                if not scrubbed:
+                    texts = texts.slice(0, 0)
+                started = time.perf_counter()
+                copies = pii.scrub_all(texts.column("content").to_pylist())
+                scrub_s = time.perf_counter() - started
+                copy = pa.array(copies, pa.string())
+                cursor.register("scrubbed", pa.table({"id": texts.column("id"), "content": copy}))
+                continue
+            parameters = {
+                name: value
+                for name, value in (
+                    ("prompt", PROMPT),
+                    ("reply", REPLY),
+                    ("version", pii.VERSION),
+                )
+                if f"${name}" in sql
+            }
+            cursor.execute(sql, parameters or None).fetchall()
+        cursor.unregister("scrubbed")
+    return scrub_s
 
 
-def scrub_share(store: Store) -> float:
-    """Seconds the full export spends in `arena.pii.scrub`, from a sample of its messages."""
-    with store.cursor() as cursor:
-        sample = [
-            r[0] for r in cursor.execute("SELECT content FROM messages LIMIT 100000").fetchall()
-        ]
-        [(total,)] = cursor.execute("SELECT count(*) FROM messages").fetchall()
+def write_path(root: Path, battles: int = 500) -> tuple[float, float]:
+    """Microseconds per message through the store's own methods, and of them the scrub's."""
+    with Store.open(root) as store:
+        store.record_session("s", ip_hash=None, username=None)
+        started = time.perf_counter()
+        for index in range(battles):
+            sides = store.start_battle(
+                battle_id=f"b{index}", session_id="s", model_a="alpha", model_b="beta"
+            )
+            for conversation, model in zip(sides, ("alpha", "beta"), strict=True):
+                store.add_user_message(conversation, turn=0, content=PROMPT.format(i=index))
+                reply = Reply(model=model, text=REPLY.format(i=index), finished=True)
+                store.add_reply(conversation, turn=0, attempt=0, reply=reply, parameters={})
+        stored = (time.perf_counter() - started) / (4 * battles)
+    texts = [t.format(i=i) for i in range(battles) for t in (PROMPT, REPLY)]
     started = time.perf_counter()
-    for text in sample:
-        scrub(text)
-    return (time.perf_counter() - started) * total / len(sample)
+    for text in texts:
+        pii.scrub(text)
+    return stored * 1e6, (time.perf_counter() - started) / len(texts) * 1e6
 
 
 def timed(label: str, action) -> float:
@@ -116,17 +168,26 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=1_000_000)
     args = parser.parse_args()
     votes, extra = args.votes, max(1, args.votes // 100)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
+        stored_us, scrub_us = write_path(root / "write-path")
+        print(
+            f"{'write path: one message through the store':<48} {stored_us:8.0f} µs   "
+            f"of which arena.pii.scrub {scrub_us:.1f} µs (one core)"
+        )
         with Store.open(root / "data") as store:
-            timed(f"fill the store with {votes:,} votes", lambda: fill(store, 0, votes))
+            fill_scrub = [0.0]
+            fill_s = timed(
+                f"fill the store with {votes:,} votes",
+                lambda: fill_scrub.__setitem__(0, fill(store, 0, votes)),
+            )
             exporter = Exporter(store, LocalFolder(root / "dataset"), license_id="cc-by-4.0")
             baseline = timed(
                 "baseline: battles_frame() + to_parquet",
                 lambda: store.battles_frame().to_parquet(root / "baseline.parquet"),
             )
             full = timed(f"full export ({votes:,} votes, 6 configs)", exporter.push)
-            scrub_s = scrub_share(store)
             fill(store, votes, extra)
             incremental = timed(f"incremental export (+{extra:,} votes)", exporter.push)
         with Store.open(root / "restored") as empty:
@@ -136,12 +197,21 @@ def main() -> None:
             )
         files = [p for p in (root / "dataset").rglob("*.parquet")]
         size = sum(p.stat().st_size for p in files)
+        with Store.open(root / "old") as old:
+            timed("fill a store without copies", lambda: fill(old, 0, votes, scrubbed=False))
+            legacy = Exporter(old, LocalFolder(root / "legacy"), license_id="cc-by-4.0")
+            unscrubbed = timed("full export, scrubbed at export (older rows)", legacy.push)
     print()
     print(f"dataset: {len(files)} Parquet files, {size / 1e6:,.1f} MB")
     print(f"full export / baseline:        {full / baseline:6.2f}x")
     print(f"incremental / full export:     {incremental / full:6.3f} (new rows: 1%)")
     print(f"restore:                       {restore:6.2f} s")
-    print(f"PII scrub within the full export: {scrub_s:6.2f} s (one core; 100,000-message sample)")
+    print(
+        f"write-path scrub of the {4 * votes:,} messages: {fill_scrub[0]:.2f} s on both cores "
+        f"(within the fill's {fill_s:.2f} s; the app pays it per message, {scrub_us:.1f} µs each)"
+    )
+    print(f"full export of rows without scrubbed copies: {unscrubbed:.2f} s")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -285,7 +285,7 @@ def test_migration_7_keeps_the_export_watermark_and_admits_direct_chats(tmp_path
             "INSERT INTO export_rows VALUES ('t', 'vote', 'v1', 1), ('t', 'deletion', 'd1', 2)"
         )
     with Store(path) as store, store.cursor() as cursor:
-        assert store.schema_version == LATEST_VERSION == 7
+        assert store.schema_version == LATEST_VERSION
         assert cursor.execute("SELECT * FROM export_rows ORDER BY batch").fetchall() == [
             ("t", "vote", "v1", 1),
             ("t", "deletion", "d1", 2),

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import datasets
 import duckdb
 import pytest
 
@@ -93,7 +94,6 @@ def published_text(folder: Path) -> str:
 def test_a_push_writes_every_config_and_a_card_that_datasets_loads(
     store: Store, exporter: Exporter, tmp_path: Path
 ) -> None:
-    datasets = pytest.importorskip("datasets")
     play(store, "b1", winner=Winner.MODEL_A)
     play(store, "b2", session_id="s2", winner=Winner.BOTH_BAD)
     play(store, "regretted", session_id="s3")
@@ -197,7 +197,6 @@ def test_text_is_published_only_for_sessions_that_chose_to_share(
 def test_the_card_lists_only_configs_with_rows_so_each_one_loads(
     store: Store, exporter: Exporter, tmp_path: Path
 ) -> None:
-    datasets = pytest.importorskip("datasets")
     play(store, "b1", share=False)  # a vote without text: no preference rows, no snapshot
     exporter.push()
     play(store, "b2", session_id="s2")
@@ -260,3 +259,56 @@ def test_voters_appear_only_as_a_salted_pseudonym(
     judges = {r["question_id"]: r["judge"] for r in rows(tmp_path / "dataset", "battles")}
     assert judges["b1"] == judges["b2"] != judges["b3"]
     assert judges["b1"].startswith("arena_")
+
+
+def _messages(store: Store, sql: str) -> None:
+    with store.cursor() as cursor:
+        cursor.execute(sql).fetchall()
+
+
+def test_the_export_publishes_the_copy_scrubbed_when_the_message_was_stored(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    play(store, "b1", prompt="write to jane.doe@example.com", replies=("Done.", "Sent."))
+    # Mark the stored copy: if the export scrubbed the text again, the mark would not show.
+    _messages(
+        store,
+        "UPDATE messages SET content_scrubbed = 'stored copy: <EMAIL>' "
+        "WHERE content_scrubbed IS NOT NULL",
+    )
+
+    exporter.push()
+
+    text = published_text(tmp_path / "dataset")
+    assert "stored copy: <EMAIL>" in text and "Done." in text
+    assert "jane.doe@example.com" not in text
+
+
+@pytest.mark.parametrize(
+    "written_by",
+    [
+        # Rows written before migration 8, or restored: no copy at all.
+        "content_scrubbed = NULL, scrubbed_by = NULL",
+        # A copy by an earlier scrubber that missed the secret: it must not be trusted.
+        "content_scrubbed = content, scrubbed_by = 'an-older-scrubber'",
+    ],
+)
+def test_messages_without_a_current_scrubbed_copy_are_scrubbed_at_export(
+    store: Store, exporter: Exporter, tmp_path: Path, written_by: str
+) -> None:
+    for index, case in enumerate(CORPUS):
+        play(
+            store,
+            f"b{index}",
+            session_id=f"s{index}",
+            prompt=case["text"],
+            replies=(f"You said: {case['text']}", "I cannot help."),
+        )
+    _messages(store, f"UPDATE messages SET {written_by}")
+
+    exporter.push()
+
+    text = published_text(tmp_path / "dataset")
+    leaked = [s for case in CORPUS for s in case["secrets"] if s in text]
+    assert leaked == []
+    assert "<EMAIL>" in text and "You said: " in text

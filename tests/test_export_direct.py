@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import pandas as pd
 import pytest
 
@@ -19,6 +20,7 @@ from arena.config import Registry
 from arena.export import Exporter, HubRepo, LocalFolder, compact, direct, restore_store
 from arena.export.terms import TERMS_VERSION
 from arena.replies import Reply
+from arena.signal_labels import label_pending
 from arena.store import RecordRejected, Store
 from tests.test_export import play, published_text, rows
 from tests.test_export_restore import REPO, exporter, hub  # noqa: F401 (the hub fixture)
@@ -69,7 +71,6 @@ class Chat:
 
 
 def test_a_shared_chat_becomes_preference_kto_and_feedback_rows(store: Store, tmp_path: Path):
-    datasets = pytest.importorskip("datasets")
     chat = Chat(store, "s1")
     (first,) = chat.turn("Capital of France?", "Lyon.")
     chat.feedback(first, "rating", "dislike")
@@ -275,3 +276,27 @@ def store_session(store: Store, conversation: str) -> str:
         return cursor.execute(
             "SELECT session_id FROM conversations WHERE id = ?", [conversation]
         ).fetchall()[0][0]
+
+
+def test_a_direct_chat_s_signals_and_signal_pair_are_published(store: Store, tmp_path: Path):
+    chat = Chat(store, "s1")
+    chat.turn("Capital of Australia?", "Sydney.")
+    chat.turn("That's wrong, try again.", "Canberra.")
+    chat.turn("Thanks, that's right!", "You're welcome.")
+    chat.end()
+    label_pending(store)
+
+    Exporter(store, LocalFolder(tmp_path / "dataset"), license_id="cc-by-4.0").push()
+
+    folder = tmp_path / "dataset"
+    signals = rows(folder, "signals")
+    # Each reading sits on the reply the next turn reacted to.
+    assert sorted((s["mode"], s["turn"], s["polarity"]) for s in signals) == [
+        ("direct", 0, "dsat"),
+        ("direct", 1, "sat"),
+    ]
+    assert {s["question_id"] for s in signals} == {chat.id}
+    (pair,) = [r for r in rows(folder, "preference") if r["source"] == "signals"]
+    assert pair["question_id"] == chat.id
+    assert [dict(m) for m in pair["rejected"]] == [{"role": "assistant", "content": "Sydney."}]
+    assert [dict(m) for m in pair["chosen"]] == [{"role": "assistant", "content": "Canberra."}]

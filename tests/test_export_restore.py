@@ -17,7 +17,14 @@ import pytest
 from huggingface_hub.utils._http import default_client_factory, set_client_factory
 
 from arena.config import Registry
-from arena.export import Exporter, HubRepo, PublishError, restore_store, use_hub_timeout
+from arena.export import (
+    Exporter,
+    HubRepo,
+    LocalFolder,
+    PublishError,
+    restore_store,
+    use_hub_timeout,
+)
 from arena.leaderboards import LeaderboardService, View
 from arena.replies import Reply
 from arena.store import Store
@@ -152,3 +159,27 @@ def test_a_new_store_never_overwrites_a_published_dataset(tmp_path: Path, hub: L
     assert [path for path in hub.files(REPO) if path.startswith("data/battles/")] == [
         "data/battles/batch-00000001.parquet"
     ]
+
+
+def test_rows_a_crashed_compaction_left_twice_come_back_once(tmp_path: Path) -> None:
+    folder = tmp_path / "dataset"
+    with Store.open(tmp_path / "data") as store:
+        fill(store)
+        Exporter(store, LocalFolder(folder), license_id="cc-by-4.0").push()
+        frame_before = store.battles_frame()
+    # A merged shard written next to the shards it merges, which were never removed.
+    for config in ("battles", "conversations", "leaderboard"):
+        shard = folder / "data" / config / "batch-00000001.parquet"
+        shutil.copy(shard, shard.with_name("batch-00000001-compacted.parquet"))
+
+    with Store.open(tmp_path / "restored") as store:
+        result = restore_store(store, LocalFolder(folder))
+        assert result.votes == 42
+        with store.cursor() as cursor:
+            [(messages, keys)] = cursor.execute(
+                "SELECT count(*), count(DISTINCT (conversation_id, turn, role, attempt)) "
+                "FROM messages"
+            ).fetchall()
+        assert messages == keys
+        frame_after = store.battles_frame()
+    assert list(frame_after["question_id"]) == list(frame_before["question_id"])

@@ -212,3 +212,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_scrub_all_on_several_processes_matches_scrub_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = [case["text"] for case in CORPUS] * 3
+    monkeypatch.setattr(pii, "_PARALLEL_FROM", 10)  # take the worker path with a small input
+    monkeypatch.setattr(pii.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert pii.scrub_all(texts) == [scrub(text) for text in texts]

@@ -15,6 +15,7 @@ from typing import cast
 import duckdb
 import pytest
 
+from arena import pii
 from arena.privacy import hash_ip
 from arena.replies import ErrorKind, Reply, ReplyError
 from arena.store import (
@@ -590,3 +591,20 @@ def test_battles_frame_flags_failed_unfinished_and_missing_replies(store: Store)
     battle("missing", None)
     flags = dict(store.battles_frame()[["question_id", "has_error"]].itertuples(index=False))
     assert flags == {"clean": False, "failed": True, "unfinished": True, "missing": True}
+
+
+def test_each_message_is_stored_with_its_scrubbed_copy(store: Store, tmp_path: Path) -> None:
+    store.record_session("s1", ip_hash=None, username=None)
+    side_a, _ = store.start_battle(battle_id="b1", session_id="s1", model_a="alpha", model_b="beta")
+    secret = "mail me at jane.doe@example.com"
+    store.add_user_message(side_a, turn=0, content=secret)
+    store.add_reply(side_a, turn=0, attempt=0, reply=ok_reply("alpha", "Noted."), parameters={})
+    rows = query(
+        tmp_path / "arena.duckdb",
+        "SELECT role, content, content_scrubbed, scrubbed_by FROM messages ORDER BY role DESC",
+    )
+    # The raw text stays (the visitor's own record); the copy is what an export may publish.
+    assert rows == [
+        ("user", secret, "mail me at <EMAIL>", pii.VERSION),
+        ("assistant", "Noted.", None, pii.VERSION),  # nothing to scrub: no second copy
+    ]

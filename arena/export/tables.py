@@ -1,7 +1,8 @@
 """One export batch as Parquet files, one per dataset config, written by DuckDB.
 
 A batch is a set of votes, leaderboard snapshots and deletions (`arena.export.push` assigns
-them). Text comes only from sessions that chose to share, and only after `arena.pii.scrub`;
+them). Text comes only from sessions that chose to share, and only after `arena.pii.scrub` (the copy
+the store scrubbed when it stored the message, or scrubbed here if it has none);
 voters appear as a salted hash (``judge``), never as a username, IP hash or session id. Every
 config gets a file in every batch (empty when it has no rows), so each config's schema is always
 in the dataset; the card lists only configs with rows, since `datasets` refuses an empty one.
@@ -14,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from arena import pii
 from arena.export import direct, signals
-from arena.pii import scrub
 
 CONFIGS = (
     "battles", "conversations", "preference", "unpaired", "leaderboard", "deletions", "signals",
@@ -39,91 +40,107 @@ LEFT JOIN battle_tags bt ON bt.battle_id = v.battle_id
 """
 
 _MESSAGES = """
--- Every message of the batch's battles, shared or not, without its text. Ranked here rather than
--- read from the latest_messages view, which ranks every message of the store: a small export
--- would cost as much as a full one.
+-- Every message of the batch's battles, shared or not, without its text: the ranking of attempts
+-- sorts these rows, and text would make them a hundred times wider. Ranked here rather than read
+-- from the latest_messages view, which ranks every message of the store: a small export would
+-- cost as much as a full one.
 CREATE OR REPLACE TEMP TABLE export_messages AS
-SELECT m.id, m.conversation_id, c.battle_id, c.side, m.turn, m.attempt, m.role, m.finished,
-    m.error_kind, epoch(m.created_at) AS tstamp,
-    m.attempt = max(m.attempt) OVER (PARTITION BY m.conversation_id, m.turn, m.role) AS latest
+SELECT m.id, c.battle_id, c.side, m.turn, m.attempt, m.role, m.finished, m.error_kind,
+    epoch(m.created_at) AS tstamp,
+    m.attempt = max(m.attempt) OVER (PARTITION BY m.conversation_id, m.turn, m.role) AS latest,
+    v.text_shared
 FROM messages m
 JOIN conversations c ON c.id = m.conversation_id
-WHERE c.battle_id IN (SELECT battle_id FROM export_votes)
+JOIN export_votes v ON v.battle_id = c.battle_id
 """
 
-_SHARED_TEXT = """
+_UNSCRUBBED = """
+-- Shared messages without a copy scrubbed by this version of arena.pii when they were stored
+-- (written before migration 8, restored, or scrubbed by another version): write_batch scrubs them.
 SELECT e.id, m.content
 FROM export_messages e
 JOIN messages m ON m.id = e.id
-JOIN export_votes v ON v.battle_id = e.battle_id AND v.text_shared
+WHERE e.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
 """
 
-_TEXT = """
+_LISTS = """
+-- The one place the message lists are built: both sides of each battle in one pass (grouping
+-- per conversation and joining twice copies every list once more), every attempt, sorted
+-- afterwards (an ordered list() is slower). battles keeps the latest attempts of these lists,
+-- conversations all of them. Turns and failures count every battle of the batch, shared or not.
+CREATE OR REPLACE TEMP TABLE export_lists AS
+SELECT battle_id,
+    list_sort(list({'turn': turn, 'reply': role <> 'user', 'attempt': attempt, 'role': role,
+        'content': content, 'finished': finished, 'error_kind': error_kind, 'latest': latest,
+        'tstamp': tstamp}) FILTER (side = 'a' AND text_shared)) AS a,
+    list_sort(list({'turn': turn, 'reply': role <> 'user', 'attempt': attempt, 'role': role,
+        'content': content, 'finished': finished, 'error_kind': error_kind, 'latest': latest,
+        'tstamp': tstamp}) FILTER (side = 'b' AND text_shared)) AS b,
+    count(*) FILTER (latest AND side = 'a' AND role = 'user') AS turns_a,
+    count(*) FILTER (latest AND side = 'b' AND role = 'user') AS turns_b,
+    -- Some turn has no reply, or its latest reply failed or was cut short.
+    count(*) FILTER (latest AND role = 'user')
+        > count(*) FILTER (latest AND role = 'assistant' AND finished AND error_kind IS NULL)
+        AS unanswered
+FROM (
+    -- Text only from sessions that share, and only scrubbed: the stored copy, else this export's.
+    SELECT e.*, CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbed, m.content)
+        ELSE s.content END AS content
+    FROM export_messages e
+    LEFT JOIN messages m ON m.id = e.id AND e.text_shared
+    LEFT JOIN export_scrubbed s ON s.id = e.id
+)
+GROUP BY battle_id
+"""
+
+_SIGNAL_TEXT = """
+-- Message by message, the published text of the batch's conversations that carry signals (most
+-- carry none), battles and direct chats alike: what arena.export.signals reads.
 CREATE OR REPLACE TEMP TABLE export_text AS
-SELECT e.*, s.content FROM export_messages e JOIN export_scrubbed s ON s.id = e.id
+SELECT e.id, m.conversation_id, e.turn, e.attempt, e.role, e.finished, e.error_kind, e.tstamp,
+    e.latest, CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbed, m.content)
+        ELSE s.content END AS content
+FROM export_messages e
+JOIN messages m ON m.id = e.id
+LEFT JOIN export_scrubbed s ON s.id = e.id
+WHERE e.text_shared AND m.conversation_id IN (SELECT conversation_id FROM message_signals)
+UNION ALL BY NAME
+SELECT id, conversation_id, turn, attempt, role, finished, error_kind, tstamp, latest, content
+FROM export_direct_text
+WHERE conversation_id IN (SELECT conversation_id FROM message_signals)
 """
 
 _BATTLES = """
 CREATE OR REPLACE TEMP TABLE export_battles AS
-WITH shape AS (
-    -- Turns and failures from every battle of the batch, shared or not: no text leaves here.
-    SELECT battle_id,
-        count(*) FILTER (side = 'a' AND role = 'user') AS turns_a,
-        count(*) FILTER (side = 'b' AND role = 'user') AS turns_b,
-        count(*) FILTER (role = 'user')
-            > count(*) FILTER (role = 'assistant' AND finished AND error_kind IS NULL)
-            AS unanswered
-    FROM export_messages
-    WHERE latest
-    GROUP BY battle_id
-),
-transcripts AS (
-    SELECT battle_id,
-        list({'turn': turn, 'reply': role <> 'user', 'role': role, 'content': content})
-            FILTER (side = 'a') AS a,
-        list({'turn': turn, 'reply': role <> 'user', 'role': role, 'content': content})
-            FILTER (side = 'b') AS b
-    FROM export_text
-    WHERE latest
-    GROUP BY battle_id
-)
 SELECT v.battle_id AS question_id, v.model_a, v.model_b, v.winner, v.judge,
-    list_transform(list_sort(coalesce(t.a, [])), lambda m: {'role': m.role, 'content': m.content})
+    [{'role': m.role, 'content': m.content} FOR m IN coalesce(l.a, []) IF m.latest]
         AS conversation_a,
-    list_transform(list_sort(coalesce(t.b, [])), lambda m: {'role': m.role, 'content': m.content})
+    [{'role': m.role, 'content': m.content} FOR m IN coalesce(l.b, []) IF m.latest]
         AS conversation_b,
-    coalesce(s.turns_a, 0)::INTEGER AS turn,
+    coalesce(l.turns_a, 0)::INTEGER AS turn,
     v.anony, v.language, epoch(v.created_at) AS tstamp,
     coalesce(v.tags, []::VARCHAR[]) AS category_tags,
-    coalesce(s.unanswered OR s.turns_a <> s.turns_b, true) AS has_error,
+    coalesce(l.unanswered OR l.turns_a <> l.turns_b, true) AS has_error,
     v.text_shared
 FROM export_votes v
-LEFT JOIN shape s ON s.battle_id = v.battle_id
-LEFT JOIN transcripts t ON t.battle_id = v.battle_id
+LEFT JOIN export_lists l ON l.battle_id = v.battle_id
 ORDER BY tstamp, question_id
 """
 
 _QUERIES = {
     "battles": "SELECT * FROM export_battles ORDER BY tstamp, question_id",
-    # Lists are grouped by one narrow key and sorted afterwards: faster than an ordered list().
+    # One row per side of each shared battle, with every attempt (lists from export_lists).
     "conversations": """
-        WITH grouped AS (
-            SELECT conversation_id,
-                list({'turn': turn, 'reply': role <> 'user', 'attempt': attempt, 'role': role,
-                    'content': content, 'finished': finished, 'error_kind': error_kind,
-                    'latest': latest, 'tstamp': tstamp}) AS messages
-            FROM export_text
-            GROUP BY conversation_id
-        )
         SELECT c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model,
             v.judge, v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp,
-            list_transform(list_sort(g.messages), lambda m: {'turn': m.turn,
-                'attempt': m.attempt, 'role': m.role, 'content': m.content,
+            [{'turn': m.turn, 'attempt': m.attempt, 'role': m.role, 'content': m.content,
                 'finished': m.finished, 'error_kind': m.error_kind, 'latest': m.latest,
-                'tstamp': m.tstamp}) AS messages
-        FROM grouped g
-        JOIN conversations c ON c.id = g.conversation_id
-        JOIN export_votes v ON v.battle_id = c.battle_id
+                'tstamp': m.tstamp} FOR m IN CASE c.side WHEN 'a' THEN l.a ELSE l.b END]
+                AS messages
+        FROM export_lists l
+        JOIN export_votes v ON v.battle_id = l.battle_id
+        JOIN conversations c ON c.battle_id = l.battle_id
+        WHERE CASE c.side WHEN 'a' THEN l.a ELSE l.b END IS NOT NULL
         ORDER BY tstamp, conversation_id
     """,
     # TRL preference rows: the first-turn prompt, the winner's reply chosen, the loser's rejected;
@@ -181,22 +198,15 @@ def write_batch(
 ) -> dict[str, int]:
     """Write batch ``batch`` of ``target`` as ``folder/<config>.parquet``; returns row counts."""
     params = {"target": target, "batch": batch}
-    _run(cursor, _BATCH, params | {"salt": salt})
-    _run(cursor, _MESSAGES)
-    shared = cursor.sql(_SHARED_TEXT).to_arrow_table()
-    scrubbed = pa.table(
-        {
-            "id": shared.column("id").cast(pa.string()),
-            "content": pa.array(
-                [scrub(text) for text in shared.column("content").to_pylist()], type=pa.string()
-            ),
-        }
-    )
-    cursor.register("export_scrubbed", scrubbed)
+    version = {"version": pii.VERSION}
     try:
-        _run(cursor, _TEXT)
+        _run(cursor, _BATCH, params | {"salt": salt})
+        _run(cursor, _MESSAGES)
+        cursor.register("export_scrubbed", _scrub_missing(cursor))
+        _run(cursor, _LISTS, version)
         _run(cursor, _BATTLES)
         direct.prepare(cursor, target=target, batch=batch, salt=salt)
+        _run(cursor, _SIGNAL_TEXT, version)
         signals.prepare(cursor)
         counts: dict[str, int] = {}
         for config, sql in direct.queries(_QUERIES).items():
@@ -211,10 +221,23 @@ def write_batch(
     finally:
         direct.cleanup(cursor)
         cursor.unregister("export_scrubbed")
-        temp = ("export_votes", "export_messages", "export_text", "export_battles")
+        temp = ("export_votes", "export_messages", "export_lists", "export_battles", "export_text")
         for table in (*temp, *signals.TEMP_TABLES):
             _run(cursor, f"DROP TABLE IF EXISTS {table}")
     return counts
+
+
+def _scrub_missing(cursor: duckdb.DuckDBPyConnection) -> pa.Table:
+    """(id, content) of the shared messages `_UNSCRUBBED` finds, scrubbed; usually none."""
+    missing = cursor.sql(_UNSCRUBBED, params={"version": pii.VERSION}).to_arrow_table()
+    return pa.table(
+        {
+            "id": missing.column("id").cast(pa.string()),
+            "content": pa.array(
+                pii.scrub_all(missing.column("content").to_pylist()), type=pa.string()
+            ),
+        }
+    )
 
 
 def _run(

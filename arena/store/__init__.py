@@ -23,6 +23,7 @@ from typing import Any, Self, TypedDict
 import duckdb
 import pandas as pd
 
+from arena import pii
 from arena.categories import TAGS
 from arena.replies import Reply
 from arena.store.migrations import (
@@ -265,8 +266,9 @@ class Store:
             row = _insert_checked(
                 cursor,
                 """
-                INSERT INTO messages (id, conversation_id, turn, attempt, role, content)
-                SELECT $id, c.id, $turn, 0, 'user', $content
+                INSERT INTO messages (id, conversation_id, turn, attempt, role, content,
+                    content_scrubbed, scrubbed_by)
+                SELECT $id, c.id, $turn, 0, 'user', $content, $scrubbed, $scrubbed_by
                 FROM conversations c
                 WHERE c.id = $conversation AND $turn = (
                     SELECT count(*) FROM messages m
@@ -279,6 +281,7 @@ class Store:
                     "conversation": conversation_id,
                     "turn": turn,
                     "content": content,
+                    **_scrubbed(content),
                 },
                 f"conversation {conversation_id!r} already has a user message for turn {turn}",
             )
@@ -321,10 +324,10 @@ class Store:
                 """
                 INSERT INTO messages (id, conversation_id, turn, attempt, role, content, model,
                     parameters, ttft_ms, total_ms, tokens, finish_reason, error_kind,
-                    error_message, error_status, finished)
+                    error_message, error_status, finished, content_scrubbed, scrubbed_by)
                 SELECT $id, c.id, $turn, $attempt, 'assistant', $content, $model, $parameters,
                     $ttft_ms, $total_ms, $tokens, $finish_reason, $error_kind, $error_message,
-                    $error_status, $finished
+                    $error_status, $finished, $scrubbed, $scrubbed_by
                 FROM conversations c
                 WHERE c.id = $conversation AND c.model = $model
                     AND EXISTS (
@@ -353,6 +356,7 @@ class Store:
                     "error_message": error.message if error else None,
                     "error_status": error.status if error else None,
                     "finished": reply.finished,
+                    **_scrubbed(reply.text),
                 },
                 f"conversation {conversation_id!r} already has attempt {attempt} of turn {turn}",
             )
@@ -752,6 +756,12 @@ class Store:
 def _require_id(name: str, value: str) -> None:
     if not isinstance(value, str) or not value:
         raise RecordRejected(f"{name} must be a non-empty string, not {value!r}")
+
+
+def _scrubbed(content: str) -> dict[str, str | None]:
+    """The scrubbed copy stored with a message (see migration 8): NULL when nothing changed."""
+    scrubbed = pii.scrub(content)
+    return {"scrubbed": None if scrubbed == content else scrubbed, "scrubbed_by": pii.VERSION}
 
 
 def _ms(seconds: float | None) -> float | None:

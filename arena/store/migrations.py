@@ -282,6 +282,20 @@ def _create_feedback_events(con: DuckDBPyConnection) -> None:
     )
 
 
+def _add_scrubbed_copies(con: DuckDBPyConnection) -> None:
+    # Each message is scrubbed once, when it is stored (arena.pii, ~10 µs against seconds of model
+    # latency), so that an export reads scrubbed text instead of scrubbing millions of messages.
+    # content_scrubbed is NULL when scrubbing changed nothing (most messages: no second copy);
+    # scrubbed_by is the arena.pii.VERSION that did it, NULL for rows never scrubbed (written
+    # before this migration, or restored): the export scrubs those, and stale versions, itself.
+    con.execute(
+        """
+        ALTER TABLE messages ADD COLUMN content_scrubbed VARCHAR;
+        ALTER TABLE messages ADD COLUMN scrubbed_by VARCHAR;
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -296,6 +310,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "feedback_events and conversation_ends (direct chat); export_rows takes direct chats",
         _create_feedback_events,
     ),
+    Migration(8, "messages: scrubbed copy of the text, written with it", _add_scrubbed_copies),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
