@@ -6,6 +6,7 @@ service returns. Element ids are stable for tests and automation.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -300,7 +301,7 @@ class BattleTab:
         visitor = visitor_for(battle, request, self._identity)
         if battle is None:
             # The session gets its id now: record the choice made before it had one.
-            self._consent.record(visitor.session_id, consent)
+            await asyncio.to_thread(self._consent.record, visitor.session_id, consent)
             battle = self._service.new_battle(visitor)
         before = battle.phase
         updates = self._service.send(battle, prompt, visitor)

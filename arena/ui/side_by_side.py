@@ -9,6 +9,7 @@ models offered here, the parameters' bounds, the vote). Named votes are stored w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -331,7 +332,7 @@ class SideBySideTab:
             return
         visitor = visitor_for(battle, request, self._identity)
         # The session may have got its id from a model pick after the choice: record it now.
-        self._consent.record_if_new(visitor.session_id, consent)
+        await asyncio.to_thread(self._consent.record_if_new, visitor.session_id, consent)
         renamed = battle is None or _names(battle.models) != (model_a, model_b)
         try:
             if renamed:
