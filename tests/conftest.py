@@ -49,6 +49,15 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[Store]:
+    """A new, migrated store in the test's data folder, closed after the test."""
+    from arena.store import Store
+
+    with Store.open(data_dir) as opened:
+        yield opened
+
+
 def demo_model(persona: str, **fields: Any) -> dict[str, Any]:
     """A models.yaml entry answered by the built-in demo server's ``persona``."""
     return {

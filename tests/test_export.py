@@ -7,7 +7,6 @@ DuckDB and with the ``datasets`` library, the way a model trainer would load the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -25,12 +24,6 @@ CORPUS = [
     for line in (Path(__file__).parent / "data" / "pii_corpus.jsonl").read_text().splitlines()
     if line.strip()
 ]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
 
 
 @pytest.fixture

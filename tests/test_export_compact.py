@@ -41,12 +41,6 @@ def hub() -> Iterator[LocalHub]:
     set_client_factory(default_client_factory)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
-
-
 def hub_exporter(store: Store, hub: LocalHub) -> Exporter:
     return Exporter(
         store, HubRepo(REPO, token=hub.token, endpoint=hub.endpoint), license_id="cc-by-4.0"

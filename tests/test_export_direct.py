@@ -28,12 +28,6 @@ from tests.test_export_restore import REPO, exporter, hub  # noqa: F401 (the hub
 MODEL = "alpha"
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
-
-
 class Chat:
     """Writes one direct chat of ``session`` into a store, as the chat service would."""
 

@@ -6,7 +6,7 @@ Battles are played straight into a store, labelled, pushed to a local folder and
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
@@ -31,12 +31,6 @@ USER_TURNS = (
 )
 REPLIES_A = ("Sydney.", "Canberra.", "You're welcome.")
 REPLIES_B = ("Canberra.", "Canberra, since 1913.", "Glad to help.")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -43,12 +43,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "data") as store:
-        yield store
-
-
 def vote(store: Store, ids: count, model_a: str, model_b: str, winner: Winner) -> None:
     session, battle = f"s{next(ids)}", f"b{next(ids)}"
     store.record_session(session, ip_hash=f"ip{session}", username=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -15,12 +15,6 @@ from arena.store.migrations import LATEST_VERSION, MIGRATIONS, migrate
 from scheduler.__main__ import main
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
 
 
 def reply(model: str, text: str, *, finished: bool = True) -> Reply:
