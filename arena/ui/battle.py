@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,40 @@ def _labels(battle: Battle) -> tuple[str, str]:
     return "Model A", "Model B"
 
 
-class BattleTab:
+class VotingTab(ABC):
+    """What the Battle and Side-by-side tabs handle alike: a vote, and deleting the session's
+    contributions. A subclass sets the attributes below and renders its own ``_view``."""
+
+    _service: BattleService
+    _identity: ClientIdentity
+    _consent: ConsentNotice
+
+    @abstractmethod
+    def _view(
+        self, battle: Battle | None, *, clear_prompt: bool = False, notice: str = ""
+    ) -> list[Any]:
+        """Every output of the tab for this battle state (None: a fresh start)."""
+
+    def _vote_handler(self, winner: Winner) -> Callable[[Battle | None, gr.Request], list[Any]]:
+        def on_vote(battle: Battle | None, request: gr.Request) -> list[Any]:
+            if battle is None:
+                raise gr.Error("There is nothing to vote on yet: send a message first.")
+            try:
+                self._service.vote(battle, winner, visitor_for(battle, request, self._identity))
+            except BattleError as error:
+                raise gr.Error(str(error)) from None
+            return self._view(battle)
+
+        return on_vote
+
+    def _on_delete(self, battle: Battle | None, request: gr.Request) -> list[Any]:
+        visitor = visitor_for(battle, request, self._identity)
+        notice = self._consent.delete(visitor.session_id, visitor.username)
+        # The battle on screen is gone with the rest: start afresh, in a new session.
+        return self._view(None, clear_prompt=True, notice=notice)
+
+
+class BattleTab(VotingTab):
     """Builds the tab's components and wires their events to the service."""
 
     def __init__(
@@ -332,24 +366,6 @@ class BattleTab:
             raise gr.Error(str(error)) from None
         async for view in self._stream(first, updates, prompt or "", before):
             yield view
-
-    def _vote_handler(self, winner: Winner) -> Callable[[Battle | None, gr.Request], list[Any]]:
-        def on_vote(battle: Battle | None, request: gr.Request) -> list[Any]:
-            if battle is None:
-                raise gr.Error("There is nothing to vote on yet: send a message first.")
-            try:
-                self._service.vote(battle, winner, visitor_for(battle, request, self._identity))
-            except BattleError as error:
-                raise gr.Error(str(error)) from None
-            return self._view(battle)
-
-        return on_vote
-
-    def _on_delete(self, battle: Battle | None, request: gr.Request) -> list[Any]:
-        visitor = visitor_for(battle, request, self._identity)
-        notice = self._consent.delete(visitor.session_id, visitor.username)
-        # The battle on screen is gone with the rest: start afresh, in a new session.
-        return self._view(None, clear_prompt=True, notice=notice)
 
     def _on_new_round(self, battle: Battle | None, request: gr.Request) -> list[Any]:
         visitor = visitor_for(battle, request, self._identity)

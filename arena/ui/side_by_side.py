@@ -10,7 +10,7 @@ models offered here, the parameters' bounds, the vote). Named votes are stored w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import gradio as gr
@@ -24,16 +24,16 @@ from arena.ui.battle import (
     ClientIdentity,
     Controls,
     ShownControls,
+    VotingTab,
     kept,
     pane,
     rendered,
     visitor_for,
 )
 from arena.ui.consent import ConsentNotice
-from arena.votes import Winner
 
 
-class SideBySideTab:
+class SideBySideTab(VotingTab):
     """Builds the tab's components and wires their events to the service."""
 
     def __init__(
@@ -372,24 +372,6 @@ class SideBySideTab:
             raise gr.Error(str(error)) from None
         async for view in self._stream(first, updates, prompt or "", before):
             yield view
-
-    def _vote_handler(self, winner: Winner) -> Callable[[Battle | None, gr.Request], list[Any]]:
-        def on_vote(battle: Battle | None, request: gr.Request) -> list[Any]:
-            if battle is None:
-                raise gr.Error("There is nothing to vote on yet: send a message first.")
-            try:
-                self._service.vote(battle, winner, visitor_for(battle, request, self._identity))
-            except BattleError as error:
-                raise gr.Error(str(error)) from None
-            return self._view(battle)
-
-        return on_vote
-
-    def _on_delete(self, battle: Battle | None, request: gr.Request) -> list[Any]:
-        visitor = visitor_for(battle, request, self._identity)
-        notice = self._consent.delete(visitor.session_id, visitor.username)
-        # The battle on screen is gone with the rest: start afresh, in a new session.
-        return self._view(None, clear_prompt=True, notice=notice)
 
     def _on_new_round(
         self, model_a: str, model_b: str, battle: Battle | None, request: gr.Request
