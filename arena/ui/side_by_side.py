@@ -331,8 +331,10 @@ class SideBySideTab(VotingTab):
             yield self._view(battle)
             return
         visitor = visitor_for(battle, request, self._identity)
-        # The session may have got its id from a model pick after the choice: record it now.
-        await asyncio.to_thread(self._consent.record_if_new, visitor.session_id, consent)
+        if battle is None or not battle.turns:
+            # The session may have got its id from a model pick after the choice: record it at
+            # a round's first message (a choice made later is recorded when it is made).
+            await asyncio.to_thread(self._consent.record_if_new, visitor.session_id, consent)
         renamed = battle is None or _names(battle.models) != (model_a, model_b)
         try:
             if renamed:
