@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from arena.categories import categorize
 from arena.config import GenerationParameters, ModelEntry, Registry
 from arena.replies import Message, Reply
 from arena.store import Store, VoteRejected
+from arena.store.writer import StoreWriter
 from arena.votes import Winner
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,12 @@ class BattleService:
     replies at once, take one vote. Both kinds are stored and voted on alike; only anonymous
     ones are rated by default (the store keeps ``anony``).
 
-    A battle's messages and replies are written by one writer thread, in the order they are
-    submitted, while the models stream: the model requests go out without waiting for the
-    store (DuckDB serialises writes: about 6.5 ms per new battle), and a reply, submitted after
-    its turn, is always written after it. A battle is votable only once both replies are
-    written; the vote itself is written by the caller's thread, committed before it returns.
+    A battle's messages and replies are written by one writer thread (`StoreWriter`, group
+    commit), in the order they are submitted, while the models stream: the model requests go
+    out without waiting for the store (a DuckDB commit costs milliseconds), and a reply,
+    submitted after its turn, is always written after it. A battle is votable only once both
+    replies are committed; the vote itself is written by the caller's thread, committed before
+    it returns.
     """
 
     def __init__(
@@ -76,7 +78,7 @@ class BattleService:
         self.limits = limits
         self._rng = rng or random.SystemRandom()
         self._update_interval_s = update_interval_s
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arena-store-writer")
+        self._writer = StoreWriter(store)
 
     def new_battle(self, visitor: Visitor) -> Battle:
         """An empty anonymous battle; its pair is drawn when the first message is sent."""
@@ -275,7 +277,7 @@ class BattleService:
     def close(self) -> None:
         """Wait for the writes submitted so far, then stop the writer: call it before the
         store closes. Streams still running fail to write their replies."""
-        self._writer.shutdown(wait=True)
+        self._writer.close()
 
     def _write(
         self, battle: Battle, turn: int, write: Callable[..., None], *args: object
