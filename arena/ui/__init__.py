@@ -14,7 +14,9 @@ from arena.service import BattleService
 from arena.ui.battle import BattleTab, ClientIdentity
 from arena.ui.consent import ConsentNotice
 from arena.ui.direct_chat import DirectChatTab
+from arena.ui.imports import settle_missing
 from arena.ui.leaderboard import LeaderboardTab
+from arena.ui.sessions import install_lazy_session_state
 from arena.ui.side_by_side import SideBySideTab
 
 TITLE = "Open Feedback Arena"
@@ -33,6 +35,9 @@ def build_ui(
     chats: ChatService,
 ) -> gr.Blocks:
     """The whole app's Blocks, ready to launch; ``publish_status`` says when data was published."""
+    # Two costs Gradio pays per session and per event that the arena has no use for.
+    settle_missing()
+    install_lazy_session_state()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as blocks:
         gr.Markdown(f"# ⚔️ {TITLE}")
         demo_models = [m.display_name for m in registry.enabled if m.is_demo]

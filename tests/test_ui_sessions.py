@@ -1,0 +1,65 @@
+"""LazySessionState: a new session renders no config, and a deep link still gets them all."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+from gradio import state_holder
+from gradio.blocks import BlocksConfig
+
+from arena.ui.sessions import LazySessionState
+
+GRADIO_SESSION_STATE = state_holder.SessionState.__mro__[-2]
+"""Gradio's own class, even after `install_lazy_session_state` replaced the module's name."""
+
+
+@pytest.fixture
+def blocks():
+    with gr.Blocks() as demo:
+        name = gr.Textbox(label="Name")
+        greeting = gr.Textbox(label="Greeting")
+        button = gr.Button("Greet")
+        gr.State([])
+        button.click(lambda n: f"Hi {n}", name, greeting)
+    return demo
+
+
+def test_gradio_session_state_is_the_class_the_lazy_one_stands_in_for():
+    assert GRADIO_SESSION_STATE.__module__ == "gradio.state_holder"
+    assert issubclass(LazySessionState, GRADIO_SESSION_STATE)
+
+
+def test_a_new_session_renders_no_config(blocks, monkeypatch):
+    rendered = []
+    original = BlocksConfig.config_for_block
+    monkeypatch.setattr(
+        BlocksConfig,
+        "config_for_block",
+        staticmethod(lambda *args, **kw: rendered.append(args[0]) or original(*args, **kw)),
+    )
+    LazySessionState(blocks)
+    assert rendered == []
+    GRADIO_SESSION_STATE(blocks)
+    assert len(rendered) == len(blocks.blocks), "Gradio's own renders every block"
+
+
+def test_it_has_the_attributes_gradio_s_own_sets(blocks):
+    # Guards a Gradio upgrade: the lazy __init__ copies Gradio's, minus the eager configs.
+    eager, lazy = GRADIO_SESSION_STATE(blocks), LazySessionState(blocks)
+    assert set(vars(eager)) <= set(vars(lazy))
+    assert eager.STATE_TTL_WHEN_CLOSED == lazy.STATE_TTL_WHEN_CLOSED
+
+
+def test_a_deep_link_gets_every_config_as_gradio_would_give_it(blocks):
+    eager, lazy = GRADIO_SESSION_STATE(blocks), LazySessionState(blocks)
+    greeting_id = next(k for k, b in blocks.blocks.items() if getattr(b, "label", "") == "Greeting")
+    for session in (eager, lazy):
+        session._update_value_in_config(greeting_id, "Hi Ada")
+        # What Gradio does for an update that changes a property: a new block, then its config.
+        session[greeting_id] = gr.Textbox(label="Greeted", render=False)
+        session._update_config(greeting_id)
+        session._update_value_in_config(greeting_id, "Hi Ada")
+    assert list(lazy.components) == list(eager.components)
+    changed = next(c for c in lazy.components if c["id"] == greeting_id)
+    assert changed["props"]["value"] == "Hi Ada"
+    assert changed["props"]["label"] == "Greeted"
