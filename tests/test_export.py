@@ -305,3 +305,62 @@ def test_messages_without_a_current_scrubbed_copy_are_scrubbed_at_export(
     leaked = [s for case in CORPUS for s in case["secrets"] if s in text]
     assert leaked == []
     assert "<EMAIL>" in text and "You said: " in text
+
+
+def two_turns(store: Store, battle_id: str, *, last_reply_finished: bool) -> None:
+    """A shared two-turn battle won by A, whose first A reply was regenerated twice."""
+    store.record_session("s1", ip_hash=None, username=None)
+    store.record_consent("s1", share=True, terms_version=TERMS_VERSION)
+    side_a, side_b = store.start_battle(
+        battle_id=battle_id, session_id="s1", model_a="alpha", model_b="beta"
+    )
+    for conversation, model in ((side_a, "alpha"), (side_b, "beta")):
+        for turn in (0, 1):
+            store.add_user_message(conversation, turn=turn, content=f"question {turn}")
+            attempts = 3 if (model, turn) == ("alpha", 0) else 1
+            for attempt in range(attempts):
+                finished = last_reply_finished or (model, turn) != ("alpha", 1)
+                text = f"{model} answer {turn}.{attempt}"
+                reply = Reply(model=model, text=text, finished=finished)
+                store.add_reply(
+                    conversation, turn=turn, attempt=attempt, reply=reply, parameters={}
+                )
+    store.record_vote(
+        battle_id=battle_id, session_id="s1", winner=Winner.MODEL_A, username=None, ip_hash=None
+    )
+
+
+def test_conversations_keep_every_attempt_in_order_and_battles_the_latest(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    two_turns(store, "ok", last_reply_finished=True)
+    two_turns(store, "cut", last_reply_finished=False)
+
+    exporter.push()
+
+    folder = tmp_path / "dataset"
+    conversations = {
+        (r["question_id"], r["side"]): r["messages"] for r in rows(folder, "conversations")
+    }
+    assert [
+        (m["turn"], m["attempt"], m["role"], m["content"], m["latest"])
+        for m in conversations["ok", "a"]
+    ] == [
+        (0, 0, "user", "question 0", True),
+        (0, 0, "assistant", "alpha answer 0.0", False),
+        (0, 1, "assistant", "alpha answer 0.1", False),
+        (0, 2, "assistant", "alpha answer 0.2", True),
+        (1, 0, "user", "question 1", True),
+        (1, 0, "assistant", "alpha answer 1.0", True),
+    ]
+    assert [m["latest"] for m in conversations["ok", "b"]] == [True] * 4
+    battles = {r["question_id"]: r for r in rows(folder, "battles")}
+    assert [m["content"] for m in battles["ok"]["conversation_a"]] == [
+        "question 0", "alpha answer 0.2", "question 1", "alpha answer 1.0",
+    ]  # fmt: skip
+    assert battles["ok"]["turn"] == 2 and not battles["ok"]["has_error"]
+    # The latest reply of a turn was cut short: the battle counts as failed, with no pair.
+    assert battles["cut"]["has_error"]
+    [preference] = rows(folder, "preference")
+    assert preference["question_id"] == "ok"
+    assert list(preference["chosen"]) == [{"role": "assistant", "content": "alpha answer 0.2"}]

@@ -39,71 +39,76 @@ LEFT JOIN consents k ON k.session_id = b.session_id
 LEFT JOIN battle_tags bt ON bt.battle_id = v.battle_id
 """
 
-_MESSAGES = """
--- Every message of the batch's battles, shared or not, without its text: the ranking of attempts
--- sorts these rows, and text would make them a hundred times wider. Ranked here rather than read
--- from the latest_messages view, which ranks every message of the store: a small export would
--- cost as much as a full one.
-CREATE OR REPLACE TEMP TABLE export_messages AS
-SELECT m.id, c.battle_id, c.side, m.turn, m.attempt, m.role, m.finished, m.error_kind,
-    epoch(m.created_at) AS tstamp,
-    m.attempt = max(m.attempt) OVER (PARTITION BY m.conversation_id, m.turn, m.role) AS latest,
-    v.text_shared
-FROM messages m
-JOIN conversations c ON c.id = m.conversation_id
-JOIN export_votes v ON v.battle_id = c.battle_id
-"""
+_CONTENT = """CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbed, m.content)
+    ELSE s.content END"""
+"""SQL: the published text of message ``m``: the copy the store scrubbed with this version of
+arena.pii, else this export's scrub (``s``, from export_scrubbed)."""
 
 _UNSCRUBBED = """
 -- Shared messages without a copy scrubbed by this version of arena.pii when they were stored
 -- (written before migration 8, restored, or scrubbed by another version): write_batch scrubs them.
-SELECT e.id, m.content
-FROM export_messages e
-JOIN messages m ON m.id = e.id
-WHERE e.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
+SELECT m.id, m.content
+FROM messages m
+JOIN conversations c ON c.id = m.conversation_id
+JOIN export_votes v ON v.battle_id = c.battle_id
+WHERE v.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
 """
 
-_LISTS = """
--- The one place the message lists are built: both sides of each battle in one pass (grouping
--- per conversation and joining twice copies every list once more), every attempt, sorted
--- afterwards (an ordered list() is slower). battles keeps the latest attempts of these lists,
--- conversations all of them. Turns and failures count every battle of the batch, shared or not.
+_LISTS = f"""
+-- The one place the message lists are built, one per conversation of the batch's battles, in
+-- one scan of messages: no window ranks the attempts and no join fetches the text again. The
+-- list is sorted by a narrow key (list_grade_up; sorting the structs would compare their text),
+-- and an attempt is the latest of its turn and role when the next element is of another one.
+-- battles keeps the latest attempts of these lists, conversations all of them. Turns and
+-- failures count every conversation, shared or not; text only comes from sessions that share.
 CREATE OR REPLACE TEMP TABLE export_lists AS
-SELECT battle_id,
-    list_sort(list({'turn': turn, 'reply': role <> 'user', 'attempt': attempt, 'role': role,
-        'content': content, 'finished': finished, 'error_kind': error_kind, 'latest': latest,
-        'tstamp': tstamp}) FILTER (side = 'a' AND text_shared)) AS a,
-    list_sort(list({'turn': turn, 'reply': role <> 'user', 'attempt': attempt, 'role': role,
-        'content': content, 'finished': finished, 'error_kind': error_kind, 'latest': latest,
-        'tstamp': tstamp}) FILTER (side = 'b' AND text_shared)) AS b,
-    count(*) FILTER (latest AND side = 'a' AND role = 'user') AS turns_a,
-    count(*) FILTER (latest AND side = 'b' AND role = 'user') AS turns_b,
-    -- Some turn has no reply, or its latest reply failed or was cut short.
-    count(*) FILTER (latest AND role = 'user')
-        > count(*) FILTER (latest AND role = 'assistant' AND finished AND error_kind IS NULL)
-        AS unanswered
-FROM (
-    -- Text only from sessions that share, and only scrubbed: the stored copy, else this export's.
-    SELECT e.*, CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbed, m.content)
-        ELSE s.content END AS content
-    FROM export_messages e
-    LEFT JOIN messages m ON m.id = e.id AND e.text_shared
-    LEFT JOIN export_scrubbed s ON s.id = e.id
+WITH grouped AS (
+    SELECT c.id AS conversation_id, c.battle_id, c.mode, c.side, c.model,
+        epoch(c.created_at) AS tstamp, v.text_shared,
+        list({{'turn': m.turn, 'reply': m.role <> 'user', 'attempt': m.attempt,
+            'role': m.role, 'content': CASE WHEN v.text_shared THEN {_CONTENT} END,
+            'finished': m.finished, 'error_kind': m.error_kind,
+            'tstamp': epoch(m.created_at)}}) AS messages
+    FROM messages m
+    JOIN conversations c ON c.id = m.conversation_id
+    JOIN export_votes v ON v.battle_id = c.battle_id
+    LEFT JOIN export_scrubbed s ON s.id = m.id
+    GROUP BY ALL
+), sorted AS (
+    SELECT * REPLACE (list_select(messages, list_grade_up(
+        [{{'turn': m.turn, 'reply': m.reply, 'attempt': m.attempt}} FOR m IN messages]
+    )) AS messages)
+    FROM grouped
+), ranked AS (
+    SELECT * REPLACE (list_transform(messages, lambda m, i: {{'turn': m.turn,
+        'attempt': m.attempt, 'role': m.role, 'content': m.content, 'finished': m.finished,
+        'error_kind': m.error_kind,
+        'latest': i = len(messages) OR messages[i + 1].turn <> m.turn
+            OR messages[i + 1].reply <> m.reply,
+        'tstamp': m.tstamp}}) AS messages)
+    FROM sorted
 )
-GROUP BY battle_id
+SELECT *, list_sum([(m.role = 'user')::INTEGER FOR m IN messages]) AS turns,
+    -- Some turn has no reply, or its latest reply failed or was cut short.
+    list_sum([(m.role = 'user')::INTEGER FOR m IN messages])
+        > list_sum([(m.latest AND m.role = 'assistant' AND m.finished
+            AND m.error_kind IS NULL)::INTEGER FOR m IN messages]) AS unanswered
+FROM ranked
 """
 
-_SIGNAL_TEXT = """
+_SIGNAL_TEXT = f"""
 -- Message by message, the published text of the batch's conversations that carry signals (most
 -- carry none), battles and direct chats alike: what arena.export.signals reads.
 CREATE OR REPLACE TEMP TABLE export_text AS
-SELECT e.id, m.conversation_id, e.turn, e.attempt, e.role, e.finished, e.error_kind, e.tstamp,
-    e.latest, CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbed, m.content)
-        ELSE s.content END AS content
-FROM export_messages e
-JOIN messages m ON m.id = e.id
-LEFT JOIN export_scrubbed s ON s.id = e.id
-WHERE e.text_shared AND m.conversation_id IN (SELECT conversation_id FROM message_signals)
+SELECT m.id, m.conversation_id, m.turn, m.attempt, m.role, m.finished, m.error_kind,
+    epoch(m.created_at) AS tstamp,
+    m.attempt = max(m.attempt) OVER (PARTITION BY m.conversation_id, m.turn, m.role) AS latest,
+    {_CONTENT} AS content
+FROM messages m
+JOIN conversations c ON c.id = m.conversation_id
+JOIN export_votes v ON v.battle_id = c.battle_id AND v.text_shared
+LEFT JOIN export_scrubbed s ON s.id = m.id
+WHERE m.conversation_id IN (SELECT conversation_id FROM message_signals)
 UNION ALL BY NAME
 SELECT id, conversation_id, turn, attempt, role, finished, error_kind, tstamp, latest, content
 FROM export_direct_text
@@ -111,37 +116,38 @@ WHERE conversation_id IN (SELECT conversation_id FROM message_signals)
 """
 
 _BATTLES = """
+-- Sorted once, here: the battles config reads it in this order (a scan of one table keeps it).
 CREATE OR REPLACE TEMP TABLE export_battles AS
 SELECT v.battle_id AS question_id, v.model_a, v.model_b, v.winner, v.judge,
-    [{'role': m.role, 'content': m.content} FOR m IN coalesce(l.a, []) IF m.latest]
-        AS conversation_a,
-    [{'role': m.role, 'content': m.content} FOR m IN coalesce(l.b, []) IF m.latest]
-        AS conversation_b,
-    coalesce(l.turns_a, 0)::INTEGER AS turn,
+    CASE WHEN v.text_shared THEN
+        [{'role': m.role, 'content': m.content} FOR m IN coalesce(a.messages, []) IF m.latest]
+        ELSE [] END AS conversation_a,
+    CASE WHEN v.text_shared THEN
+        [{'role': m.role, 'content': m.content} FOR m IN coalesce(b.messages, []) IF m.latest]
+        ELSE [] END AS conversation_b,
+    coalesce(a.turns, 0)::INTEGER AS turn,
     v.anony, v.language, epoch(v.created_at) AS tstamp,
     coalesce(v.tags, []::VARCHAR[]) AS category_tags,
-    coalesce(l.unanswered OR l.turns_a <> l.turns_b, true) AS has_error,
+    (a.turns IS NULL AND b.turns IS NULL) OR coalesce(a.turns, 0) <> coalesce(b.turns, 0)
+        OR coalesce(a.unanswered, false) OR coalesce(b.unanswered, false) AS has_error,
     v.text_shared
 FROM export_votes v
-LEFT JOIN export_lists l ON l.battle_id = v.battle_id
+LEFT JOIN export_lists a ON a.battle_id = v.battle_id AND a.side = 'a'
+LEFT JOIN export_lists b ON b.battle_id = v.battle_id AND b.side = 'b'
 ORDER BY tstamp, question_id
 """
 
 _QUERIES = {
-    "battles": "SELECT * FROM export_battles ORDER BY tstamp, question_id",
+    "battles": "SELECT * FROM export_battles",  # sorted when it was built
     # One row per side of each shared battle, with every attempt (lists from export_lists).
+    # Sorted, like preference and unpaired, by arena.export.direct.queries, which adds the
+    # direct chats' rows.
     "conversations": """
-        SELECT c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model,
-            v.judge, v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp,
-            [{'turn': m.turn, 'attempt': m.attempt, 'role': m.role, 'content': m.content,
-                'finished': m.finished, 'error_kind': m.error_kind, 'latest': m.latest,
-                'tstamp': m.tstamp} FOR m IN CASE c.side WHEN 'a' THEN l.a ELSE l.b END]
-                AS messages
+        SELECT l.conversation_id, l.battle_id AS question_id, l.mode, l.side, l.model, v.judge,
+            v.winner AS battle_winner, v.language, l.tstamp, l.messages
         FROM export_lists l
         JOIN export_votes v ON v.battle_id = l.battle_id
-        JOIN conversations c ON c.battle_id = l.battle_id
-        WHERE CASE c.side WHEN 'a' THEN l.a ELSE l.b END IS NOT NULL
-        ORDER BY tstamp, conversation_id
+        WHERE l.text_shared
     """,
     # TRL preference rows: the first-turn prompt, the winner's reply chosen, the loser's rejected;
     # then the pairs read from the users' reactions (arena.export.signals).
@@ -158,7 +164,6 @@ _QUERIES = {
         WHERE text_shared AND NOT has_error AND winner IN ('model_a', 'model_b')
         UNION ALL
         SELECT *, 'signals' AS source FROM export_signal_pairs
-        ORDER BY tstamp, question_id
     """,
     # TRL unpaired (KTO) rows: each first-turn reply of a decided battle, labelled good or bad.
     "unpaired": """
@@ -170,7 +175,6 @@ _QUERIES = {
         FROM export_battles, (VALUES ('a'), ('b')) sides(side)
         WHERE text_shared AND NOT has_error
             AND winner IN ('model_a', 'model_b', 'tie (bothbad)')
-        ORDER BY tstamp, question_id, side
     """,
     "leaderboard": """
         SELECT s.id AS snapshot_id, s.computed_at, s.category, s.style_control, s.battles_used,
@@ -201,7 +205,6 @@ def write_batch(
     version = {"version": pii.VERSION}
     try:
         _run(cursor, _BATCH, params | {"salt": salt})
-        _run(cursor, _MESSAGES)
         cursor.register("export_scrubbed", _scrub_missing(cursor))
         _run(cursor, _LISTS, version)
         _run(cursor, _BATTLES)
@@ -221,7 +224,7 @@ def write_batch(
     finally:
         direct.cleanup(cursor)
         cursor.unregister("export_scrubbed")
-        temp = ("export_votes", "export_messages", "export_lists", "export_battles", "export_text")
+        temp = ("export_votes", "export_lists", "export_battles", "export_text")
         for table in (*temp, *signals.TEMP_TABLES):
             _run(cursor, f"DROP TABLE IF EXISTS {table}")
     return counts
