@@ -104,7 +104,7 @@ def test_a_failing_write_gets_its_error_and_the_rest_of_its_batch_is_committed(s
     assert messages_of(store, b) == [(0, "user")]
 
 
-def test_a_write_that_raises_mid_batch_leaves_nothing_of_itself_behind(store):
+def test_a_write_that_raises_mid_batch_is_rolled_back_and_replayed_alone(store):
     a, b = new_battle(store)
 
     def half_written() -> None:

@@ -161,7 +161,7 @@ class Store:
         first and raises `StoreError` instead, so no write is lost unnoticed. Other threads'
         calls are not part of it. Batches do not nest.
         """
-        if getattr(self._batch, "cursor", None) is not None:
+        if self._batch_cursor() is not None:
             raise StoreError("a store batch is already open in this thread")
         with self._new_cursor() as cursor:
             cursor.begin()
@@ -204,12 +204,16 @@ class Store:
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The cursor for one call: the thread's open `batch`, or else a cursor of its own, on
         which each statement commits on its own."""
-        batch = getattr(self._batch, "cursor", None)
+        batch = self._batch_cursor()
         if batch is not None:
             yield batch
             return
         with self._new_cursor() as cursor:
             yield cursor
+
+    def _batch_cursor(self) -> duckdb.DuckDBPyConnection | None:
+        """The cursor of this thread's open `batch`, if there is one."""
+        return getattr(self._batch, "cursor", None)
 
     @contextmanager
     def _new_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -224,7 +228,7 @@ class Store:
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor inside a transaction, committed on exit, rolled back on an exception; inside
         a `batch`, the batch's transaction."""
-        batch = getattr(self._batch, "cursor", None)
+        batch = self._batch_cursor()
         if batch is not None:
             yield batch
             return
