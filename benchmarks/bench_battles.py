@@ -32,6 +32,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -624,12 +625,28 @@ def start_delay(index: int, n: int, ramp_s: float) -> float:
     return ramp_s * index / n
 
 
+@contextlib.asynccontextmanager
+async def clients(n: int, **options: Any) -> Any:
+    """One HTTP client per battle, as each browser has its own connections.
+
+    One shared client would make the benchmark pay for its own pool: httpcore scans every
+    connection of a pool on each request and each response close, which at 200 connections cost
+    the benchmark more CPU than the app's model clients took. The clients share one TLS context
+    (each would build its own, about 10 ms) and are made before the clock starts.
+    """
+    tls = ssl.create_default_context()
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(httpx.AsyncClient(verify=tls, **options))
+            for _ in range(n)
+        ]
+
+
 async def run_server(
     base_url: str, n: int, tag: str, tokens: int, latency_ms: float, ramp_s: float
 ) -> tuple[list[BattleResult], float]:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     deadline = timeout_s(tokens, latency_ms)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=limits) as http:
+    async with clients(n, timeout=httpx.Timeout(60.0)) as https:
         t0 = time.perf_counter()
         results = await asyncio.gather(
             *(
@@ -637,7 +654,7 @@ async def run_server(
                     start_delay(i, n, ramp_s),
                     server_battle(http, base_url, prompt_for(tag, i), tokens, deadline, t0),
                 )
-                for i in range(n)
+                for i, http in enumerate(https)
             )
         )
     return list(results), max(r.end_at or 0.0 for r in results)
@@ -648,15 +665,14 @@ async def run_app(
 ) -> tuple[list[BattleResult], float]:
     prompts = [prompt_for(tag, i) for i in range(n)]
     expected = [expected_text(p, tokens) for p in prompts]
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     timeout = httpx.Timeout(60.0, read=None)  # the SSE stream is bounded by the battle deadline
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
+    async with clients(n, base_url=url, timeout=timeout) as https:
         t0 = time.perf_counter()
         deadline = timeout_s(tokens, latency_ms)
         results = await asyncio.gather(
             *(
                 _after(start_delay(i, n, ramp_s), app_battle(http, endpoint, p, e, deadline, t0))
-                for i, (p, e) in enumerate(zip(prompts, expected, strict=True))
+                for i, (http, p, e) in enumerate(zip(https, prompts, expected, strict=True))
             )
         )
     return list(results), max(r.end_at or 0.0 for r in results)
