@@ -33,6 +33,12 @@ from scheduler import ArenaScheduler, Jobs, build_target
 
 log = logging.getLogger("arena")
 
+QUEUE_STATUS_INTERVAL_S = 1.0
+"""How often Gradio tells waiting visitors their place in the queue. Its default ("auto") tells
+every waiting visitor each time any event starts: a burst of N battles then queues about N²/2
+status messages ahead of the replies, each one a trip through the event loop (at N=100, 1,800
+messages and 8 s before the first reply showed)."""
+
 
 @dataclass(frozen=True)
 class Arena:
@@ -97,7 +103,10 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
                 ChatLimits(max_prompt_chars=settings.limits.max_prompt_chars),
             ),
         )
-        blocks.queue(default_concurrency_limit=settings.concurrency_limit)
+        blocks.queue(
+            default_concurrency_limit=settings.concurrency_limit,
+            status_update_rate=QUEUE_STATUS_INTERVAL_S,
+        )
         yield Arena(settings, registry, store, battles, leaderboards, jobs, blocks)
 
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from gradio_client.exceptions import AppError
 
-from app import open_arena
+from app import QUEUE_STATUS_INTERVAL_S, open_arena
 from arena import service as service_module
 from arena.config import ConfigError, Protocol
 from arena.demo_server import DemoServer, Faults
@@ -630,3 +630,13 @@ def test_the_app_exits_with_status_2_and_the_reason_on_a_config_error(
     assert main(["--models", str(models), "--data-dir", str(data_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unknown built-in personas ['nonesuch']" in err
+
+
+def test_waiting_visitors_get_their_queue_place_on_a_timer_not_at_every_event_start(
+    launch_arena,
+):
+    # Gradio's default sends every waiting visitor a status message each time any event starts,
+    # which in a burst queues thousands of them ahead of the replies.
+    queue = launch_arena().arena.blocks._queue
+    assert not queue.live_updates
+    assert queue.update_intervals == QUEUE_STATUS_INTERVAL_S
