@@ -18,11 +18,11 @@ import gradio as gr
 
 from arena.chat import ChatService
 from arena.chat_rules import ChatLimits
-from arena.clients import ModelClient
 from arena.config import ConfigError, Registry, load_registry
 from arena.demo_server import PERSONAS, DemoServer
 from arena.export import Exporter, RestoreError
 from arena.leaderboards import LeaderboardService
+from arena.model_worker import ModelWorker, Target, WorkerError
 from arena.service import BattleService
 from arena.settings import Settings, parse_settings
 from arena.store import Store, StoreVersionError
@@ -73,7 +73,10 @@ def open_arena(settings: Settings) -> Iterator[Arena]:
             base_urls |= {m.name: server.base_url(m.persona) for m in demo_models}
             log.info("built-in demo server at %s", server.url)
         store = stack.enter_context(Store.open(settings.data_dir))
-        clients = {m.name: ModelClient(m, base_urls[m.name]) for m in registry.enabled}
+        worker = stack.enter_context(
+            ModelWorker({m.name: Target(m, base_urls[m.name]) for m in registry.enabled})
+        )
+        clients = {m.name: worker.client(m.name) for m in registry.enabled}
         battles = BattleService(registry, store, clients, settings.limits)
         stack.callback(battles.close)  # its writes in flight land before the store closes
         leaderboards = LeaderboardService(store, registry)
@@ -119,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open_arena(settings) as arena:
             # Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT itself.
             arena.blocks.launch(max_threads=settings.concurrency_limit)
-    except (ConfigError, StoreVersionError, RestoreError) as error:
+    except (ConfigError, StoreVersionError, RestoreError, WorkerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
