@@ -25,7 +25,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -468,6 +468,16 @@ async def _serve(sock: socket.socket) -> None:
         flusher.cancel()
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (requirements.txt installs it where it builds),
+    as uvicorn picks for the app and the demo server."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m arena.model_worker FD``: serve the app on the socket FD it passed down."""
     args = sys.argv[1:] if argv is None else argv
@@ -475,8 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     sock = socket.socket(fileno=int(args[0]))
-    with contextlib.suppress(KeyboardInterrupt, ConnectionError):
-        asyncio.run(_serve(sock))
+    with (
+        contextlib.suppress(KeyboardInterrupt, ConnectionError),
+        asyncio.Runner(loop_factory=_loop_factory()) as runner,
+    ):
+        runner.run(_serve(sock))
     return 0
 
 

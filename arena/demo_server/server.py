@@ -397,7 +397,10 @@ class DemoServer:
             self._loop = asyncio.get_running_loop()
             await self._server.serve(sockets=[self._socket])
 
-        asyncio.run(serve())
+        # The loop uvicorn would pick for itself: uvloop when installed.
+        assert self._server is not None
+        with asyncio.Runner(loop_factory=self._server.config.get_loop_factory()) as runner:
+            runner.run(serve())
 
     def stop(self, timeout: float = 5.0) -> None:
         """Shut down: end open streams, close the port, join the thread. Idempotent."""
