@@ -323,9 +323,11 @@ class Store:
                     content_scrubbed, scrubbed_by)
                 SELECT $id, c.id, $turn, 0, 'user', $content, $scrubbed, $scrubbed_by
                 FROM conversations c
+                -- The conversation's own id, not c.id: a constant filter is what lets DuckDB
+                -- look messages up in their index (migration 9) instead of scanning them all.
                 WHERE c.id = $conversation AND $turn = (
                     SELECT count(*) FROM messages m
-                    WHERE m.conversation_id = c.id AND m.role = 'user'
+                    WHERE m.conversation_id = $conversation AND m.role = 'user'
                 )
                 RETURNING id
                 """,
@@ -384,11 +386,11 @@ class Store:
                 FROM conversations c
                 WHERE c.id = $conversation AND c.model = $model
                     AND EXISTS (
-                        SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                        SELECT 1 FROM messages m WHERE m.conversation_id = $conversation
                         AND m.turn = $turn AND m.role = 'user'
                     )
                     AND $attempt = (
-                        SELECT count(*) FROM messages m WHERE m.conversation_id = c.id
+                        SELECT count(*) FROM messages m WHERE m.conversation_id = $conversation
                         AND m.turn = $turn AND m.role = 'assistant'
                     )
                 RETURNING id

