@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 UPDATE_INTERVAL_S = 0.05
 """At most 20 UI updates a second per battle: tokens arriving faster are coalesced."""
 
+SAVE_TIMEOUT_S = 30.0
+"""How long a vote waits for the battle's replies to be written before asking to retry."""
+
 
 class StreamingClient(Protocol):
     def stream(
@@ -54,9 +57,10 @@ class BattleService:
     A battle's messages and replies are written by one writer thread (`StoreWriter`, group
     commit), in the order they are submitted, while the models stream: the model requests go
     out without waiting for the store (a DuckDB commit costs milliseconds), and a reply,
-    submitted after its turn, is always written after it. A battle is votable only once both
-    replies are committed; the vote itself is written by the caller's thread, committed before
-    it returns.
+    submitted after its turn, is always written after it. A battle is votable once both replies
+    have streamed; the vote waits until both are committed (a burst of battles queues their
+    writes, and the buttons need not wait for them), then is written by the caller's thread,
+    committed before it returns.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class BattleService:
         limits: Limits,
         rng: random.Random | None = None,
         update_interval_s: float = UPDATE_INTERVAL_S,
+        save_timeout_s: float = SAVE_TIMEOUT_S,
     ) -> None:
         playing = {m.name for m in [*registry.battle_candidates, *registry.side_by_side]}
         missing = sorted(playing - set(clients))
@@ -79,6 +84,9 @@ class BattleService:
         self._rng = rng or random.SystemRandom()
         self._update_interval_s = update_interval_s
         self._writer = StoreWriter(store)
+        self._save_timeout_s = save_timeout_s
+        self._reply_writes: dict[str, tuple[Future[None], ...]] = {}
+        """Per battle, the writes of its latest replies that have not yet succeeded."""
 
     def new_battle(self, visitor: Visitor) -> Battle:
         """An empty anonymous battle; its pair is drawn when the first message is sent."""
@@ -132,9 +140,11 @@ class BattleService:
             yield update
 
     def vote(self, battle: Battle, winner: Winner, visitor: Visitor) -> Battle:
-        """Record the one vote of this battle; committed to disk before this returns."""
+        """Record the one vote of this battle, once its replies are; committed to disk before
+        this returns."""
         self._check_owner(battle, visitor)
         battle.check_can_vote()
+        self._wait_for_replies(battle)
         try:
             self._store.record_vote(
                 battle_id=battle.id,
@@ -150,6 +160,33 @@ class BattleService:
         battle.phase = Phase.VOTED
         self._tag(battle)
         return battle
+
+    def _saving_replies(self, battle: Battle, writes: tuple[Future[None], ...]) -> None:
+        """Note the writes of the battle's latest replies, until they have succeeded."""
+        self._reply_writes[battle.id] = writes
+
+        def written(_: Future[None]) -> None:
+            done = all(w.done() and w.exception() is None for w in writes)
+            if done and self._reply_writes.get(battle.id) is writes:
+                del self._reply_writes[battle.id]
+
+        for write in writes:
+            write.add_done_callback(written)
+
+    def _wait_for_replies(self, battle: Battle) -> None:
+        """A vote counts stored replies only: wait for their writes (queued behind others)."""
+        try:
+            for write in self._reply_writes.get(battle.id, ()):
+                write.result(timeout=self._save_timeout_s)
+        except TimeoutError:
+            message = "The replies are still being saved. Vote again in a moment."
+            raise BattleError(message) from None
+        except Exception:  # logged by _write
+            battle.phase = Phase.FAILED
+            raise BattleError(
+                "The replies could not be saved, so this battle cannot be voted on. "
+                "Regenerate or start a new round."
+            ) from None
 
     def _tag(self, battle: Battle) -> None:
         """Store the battle's categories for the leaderboard; the vote stands even if this fails."""
@@ -242,8 +279,6 @@ class BattleService:
                     side.reply = reply
                     changed.set()
                 records[index] = self._record(battle, side, turn, attempt)
-                # Shielded: a reader who leaves now does not cancel the write.
-                await asyncio.shield(asyncio.wrap_future(records[index]))
             finally:
                 changed.set()  # the loop sees this side end, even by an exception
 
@@ -263,6 +298,7 @@ class BattleService:
             for task in tasks:
                 task.result()
             battle.settle()
+            self._saving_replies(battle, tuple(records.values()))
             yield battle
         finally:
             for task in tasks:

@@ -65,15 +65,27 @@ def store(tmp_path):
         yield store
 
 
-def make_service(store, clients, limits: Limits | None = None, interval=0.05):
-    return BattleService(
-        registry(*clients),
-        store,
-        clients,
-        limits or Limits(),
-        rng=random.Random(3),
-        update_interval_s=interval,
-    )
+@pytest.fixture
+def make_service(store):
+    """``make_service(clients, limits, interval)``: a service on ``store``, closed (its queued
+    writes landed) before the store closes, as app.py does."""
+    services: list[BattleService] = []
+
+    def make(clients, limits: Limits | None = None, interval=0.05) -> BattleService:
+        service = BattleService(
+            registry(*clients),
+            store,
+            clients,
+            limits or Limits(),
+            rng=random.Random(3),
+            update_interval_s=interval,
+        )
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        service.close()
 
 
 async def drain(updates: AsyncIterator) -> list:
@@ -83,9 +95,9 @@ async def drain(updates: AsyncIterator) -> list:
 VISITOR = Visitor(session_id="5f0b6c1e-0000-4000-8000-000000000001", ip_hash="h")
 
 
-def test_both_sides_stream_at_once_and_updates_are_coalesced(store):
+def test_both_sides_stream_at_once_and_updates_are_coalesced(make_service, store):
     clients = {n: ScriptedClient(n, tokens=40, delay_s=0.01) for n in ("x", "y")}
-    service = make_service(store, clients, interval=0.05)
+    service = make_service(clients, interval=0.05)
     battle = service.new_battle(VISITOR)
     started = time.monotonic()
     updates = asyncio.run(drain(service.send(battle, "hi", VISITOR)))
@@ -99,9 +111,9 @@ def test_both_sides_stream_at_once_and_updates_are_coalesced(store):
     assert all(side.reply.text.count(" ") == 40 for side in battle.sides)
 
 
-def test_vote_is_stored_once_and_names_stay_server_side(store):
+def test_vote_is_stored_once_and_names_stay_server_side(make_service, store):
     clients = {n: ScriptedClient(n) for n in ("x", "y")}
-    service = make_service(store, clients)
+    service = make_service(clients)
     battle = service.new_battle(VISITOR)
     asyncio.run(drain(service.send(battle, "hi", VISITOR)))
     service.vote(battle, Winner.TIE, VISITOR)
@@ -114,9 +126,9 @@ def test_vote_is_stored_once_and_names_stay_server_side(store):
     assert store.vote_for(battle.id)["winner"] == Winner.TIE
 
 
-def test_a_vote_tags_the_battle_for_the_leaderboard_categories(store):
+def test_a_vote_tags_the_battle_for_the_leaderboard_categories(make_service, store):
     clients = {n: ScriptedClient(n) for n in ("x", "y")}
-    service = make_service(store, clients)
+    service = make_service(clients)
     battle = service.new_battle(VISITOR)
     prompt = "Write a Python function that parses an ISO date and explain the edge cases."
     asyncio.run(drain(service.send(battle, prompt, VISITOR)))
@@ -126,9 +138,9 @@ def test_a_vote_tags_the_battle_for_the_leaderboard_categories(store):
     assert "is_math" not in row.index
 
 
-def test_failed_side_blocks_the_vote_while_the_other_side_finishes(store):
+def test_failed_side_blocks_the_vote_while_the_other_side_finishes(make_service, store):
     clients = {"x": ScriptedClient("x", tokens=30), "y": ScriptedClient("y", fail_after=2)}
-    service = make_service(store, clients)
+    service = make_service(clients)
     battle = service.new_battle(VISITOR)
     asyncio.run(drain(service.send(battle, "hi", VISITOR)))
     replies = {side.model.name: side.reply for side in battle.sides}
@@ -142,9 +154,9 @@ def test_failed_side_blocks_the_vote_while_the_other_side_finishes(store):
     assert battle.attempt == 1
 
 
-def test_second_turn_sends_the_history_to_each_side(store):
+def test_second_turn_sends_the_history_to_each_side(make_service, store):
     clients = {n: ScriptedClient(n, tokens=2) for n in ("x", "y")}
-    service = make_service(store, clients)
+    service = make_service(clients)
     battle = service.new_battle(VISITOR)
     asyncio.run(drain(service.send(battle, "first", VISITOR)))
     asyncio.run(drain(service.send(battle, "second", VISITOR)))
@@ -160,9 +172,9 @@ def test_second_turn_sends_the_history_to_each_side(store):
     assert [m["content"] for m in row["conversation_a"]][::2] == ["first", "second"]
 
 
-def test_limits_are_checked_before_anything_is_sent(store):
+def test_limits_are_checked_before_anything_is_sent(make_service, store):
     clients = {n: ScriptedClient(n) for n in ("x", "y")}
-    service = make_service(store, clients, limits=Limits(max_prompt_chars=5, max_turns=1))
+    service = make_service(clients, limits=Limits(max_prompt_chars=5, max_turns=1))
     battle = service.new_battle(VISITOR)
     with pytest.raises(BattleError, match="limit is 5"):
         asyncio.run(drain(service.send(battle, "too long", VISITOR)))
@@ -172,9 +184,9 @@ def test_limits_are_checked_before_anything_is_sent(store):
         asyncio.run(drain(service.send(battle, "again", VISITOR)))
 
 
-def test_a_reader_leaving_mid_stream_still_leaves_a_record(store):
+def test_a_reader_leaving_mid_stream_still_leaves_a_record(make_service, store):
     clients = {n: ScriptedClient(n, tokens=100, delay_s=0.01) for n in ("x", "y")}
-    service = make_service(store, clients, interval=0.01)
+    service = make_service(clients, interval=0.01)
 
     async def leave_early():
         battle = service.new_battle(VISITOR)
@@ -194,9 +206,9 @@ def test_a_reader_leaving_mid_stream_still_leaves_a_record(store):
     assert sorted(rows) == [(False, True), (False, True)]
 
 
-def test_a_named_battle_streams_the_picked_models_with_the_chosen_parameters(store):
+def test_a_named_battle_streams_the_picked_models_with_the_chosen_parameters(make_service, store):
     clients = {n: ScriptedClient(n, tokens=2) for n in ("x", "y", "z")}
-    service = make_service(store, clients)
+    service = make_service(clients)
     battle = service.new_side_by_side(VISITOR, "z", "x")
     asyncio.run(drain(service.send(battle, "hi", VISITOR, Sampling(0.0, 0.5, 7))))
     assert [side.model.name for side in battle.sides] == ["z", "x"]
@@ -217,9 +229,9 @@ def test_a_named_battle_streams_the_picked_models_with_the_chosen_parameters(sto
     assert stored == [(0, "7"), (0, "7"), (1, "3"), (1, "3")]
 
 
-def test_chosen_parameters_are_checked_before_anything_is_sent(store):
+def test_chosen_parameters_are_checked_before_anything_is_sent(make_service, store):
     clients = {n: ScriptedClient(n) for n in ("x", "y")}
-    service = make_service(store, clients)
+    service = make_service(clients)
     battle = service.new_side_by_side(VISITOR, "x", "y")
     with pytest.raises(BattleError, match="from 1 to 512"):
         asyncio.run(drain(service.send(battle, "hi", VISITOR, Sampling(0.7, 0.9, 513))))
@@ -231,9 +243,11 @@ def test_chosen_parameters_are_checked_before_anything_is_sent(store):
         assert cursor.execute("SELECT count(*) FROM battles").fetchone() == (0,)
 
 
-def test_the_models_are_asked_before_the_store_has_written_the_turn(store, monkeypatch):
+def test_the_models_are_asked_before_the_store_has_written_the_turn(
+    make_service, store, monkeypatch
+):
     clients = {n: ScriptedClient(n, tokens=3) for n in ("x", "y")}
-    service = make_service(store, clients)
+    service = make_service(clients)
     written: list[float] = []
     add_user_message = store.add_user_message
 
@@ -245,11 +259,12 @@ def test_the_models_are_asked_before_the_store_has_written_the_turn(store, monke
     monkeypatch.setattr(store, "add_user_message", slow_add_user_message)
     battle = service.new_battle(VISITOR)
     asyncio.run(drain(service.send(battle, "first", VISITOR)))
-    assert clients["x"].started[0] < written[0] and clients["y"].started[0] < written[0]
     asyncio.run(drain(service.send(battle, "second", VISITOR)))
+    assert battle.phase is Phase.READY
+    service.vote(battle, Winner.TIE, VISITOR)  # which waits for the writes
+    assert clients["x"].started[0] < written[0] and clients["y"].started[0] < written[0]
     assert clients["x"].started[1] < written[2] and clients["y"].started[1] < written[2]
     # Nothing was lost or reordered: every message is stored, each reply after its turn.
-    assert battle.phase is Phase.READY
     with store._cursor() as cursor:
         stored = cursor.execute(
             "SELECT c.side, m.turn, m.role, m.content FROM messages m "
@@ -264,10 +279,10 @@ def test_the_models_are_asked_before_the_store_has_written_the_turn(store, monke
 
 
 def test_a_failed_store_write_ends_the_stream_with_its_error_and_is_logged(
-    store, monkeypatch, caplog
+    make_service, store, monkeypatch, caplog
 ):
     clients = {n: ScriptedClient(n, tokens=500, delay_s=0.01) for n in ("x", "y")}
-    service = make_service(store, clients)
+    service = make_service(clients)
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -286,18 +301,39 @@ def test_a_failed_store_write_ends_the_stream_with_its_error_and_is_logged(
     assert "_write_turn failed" in caplog.text and "disk full" in caplog.text
 
 
-def test_a_failed_reply_write_fails_the_stream_and_the_battle_is_not_votable(store, monkeypatch):
+def test_a_failed_reply_write_makes_the_vote_fail_and_nothing_is_stored(
+    make_service, store, monkeypatch
+):
     clients = {n: ScriptedClient(n, tokens=3) for n in ("x", "y")}
-    service = make_service(store, clients)
+    service = make_service(clients)
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(store, "add_reply", broken)
     battle = service.new_battle(VISITOR)
-    with pytest.raises(OSError, match="disk full"):
-        asyncio.run(drain(service.send(battle, "hi", VISITOR)))
-    assert battle.phase is Phase.FAILED
-    with pytest.raises(BattleError, match="cannot be voted on"):
+    asyncio.run(drain(service.send(battle, "hi", VISITOR)))
+    with pytest.raises(BattleError, match="could not be saved"):
         service.vote(battle, Winner.MODEL_A, VISITOR)
+    assert battle.phase is Phase.FAILED
     assert store.vote_for(battle.id) is None
+
+
+def test_the_vote_buttons_need_not_wait_for_the_reply_writes_but_the_vote_does(
+    make_service, store, monkeypatch
+):
+    clients = {n: ScriptedClient(n, tokens=3) for n in ("x", "y")}
+    service = make_service(clients)
+    written = []
+    add_reply = store.add_reply
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)  # a writer busy with other battles' writes
+        written.append(add_reply(*args, **kwargs))
+
+    monkeypatch.setattr(store, "add_reply", slow)
+    battle = service.new_battle(VISITOR)
+    asyncio.run(drain(service.send(battle, "hi", VISITOR)))
+    assert battle.phase is Phase.READY and written == []
+    service.vote(battle, Winner.MODEL_B, VISITOR)
+    assert len(written) == 2 and store.vote_for(battle.id) is not None
