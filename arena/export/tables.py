@@ -1,14 +1,13 @@
 """One export batch as Parquet files, one per dataset config.
 
-The battle configs are built in Arrow and written by pyarrow (`arena.export.lists`), the others
-by DuckDB.
 A batch is a set of votes, leaderboard snapshots and deletions (`arena.export.push` assigns
 them). Text comes only from sessions that chose to share, and only after `arena.pii.scrub` (the copy
 the store scrubbed when it stored the message, or scrubbed here if it has none);
 voters appear as a salted hash (``judge``), never as a username, IP hash or session id. Every
 config gets a file in every batch (empty when it has no rows), so each config's schema is always
 in the dataset; the card lists only configs with rows, since `datasets` refuses an empty one.
-"""
+The battle configs are built in Arrow and written by pyarrow (`arena.export.lists`), the others
+by DuckDB."""
 
 from __future__ import annotations
 
