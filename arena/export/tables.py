@@ -12,6 +12,7 @@ by DuckDB."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -164,15 +165,15 @@ def write_batch(
             "preference": battles.preference,
             "unpaired": battles.unpaired,
         }
+        beside = {config: _beside_battles(cursor, config) for config in built}
         counts: dict[str, int] = {}
-        # Each file is written on a thread of its own as soon as its table is built, beside the
-        # next one being built and DuckDB writing the small configs.
+        # Each config is built and written on a thread of its own (pyarrow's kernels and writer let
+        # go of the GIL), beside DuckDB writing the small configs.
         with ThreadPoolExecutor(max_workers=min(len(built), os.cpu_count() or 1)) as pool:
-            written = []
-            for config, build in built.items():
-                table = lists.merged(config, [build(), *_beside_battles(cursor, config)])
-                counts[config] = table.num_rows
-                written.append(pool.submit(lists.write, table, folder / f"{config}.parquet"))
+            written = {
+                config: pool.submit(_build_and_write, config, build, beside[config], folder)
+                for config, build in built.items()
+            }
             for config, sql in (_QUERIES | direct.COPIED).items():
                 path = folder / f"{config}.parquet"
                 query_params = params if "$batch" in sql else None
@@ -182,14 +183,23 @@ def write_batch(
                     query_params,
                 )
                 counts[config] = _count(cursor, path)
-            for future in written:
-                future.result()
+            for config, future in written.items():
+                counts[config] = future.result()
     finally:
         direct.cleanup(cursor)
         cursor.unregister("export_scrubbed")
         for table in ("export_votes", "export_sides", "export_text", *signals.TEMP_TABLES):
             _run(cursor, f"DROP TABLE IF EXISTS {table}")
     return {config: counts[config] for config in CONFIGS}
+
+
+def _build_and_write(
+    config: str, build: Callable[[], pa.Table], beside: list[pa.Table], folder: Path
+) -> int:
+    """Build one battle config, put the other rows beside it, write it; returns its rows."""
+    table = lists.merged(config, [build(), *beside])
+    lists.write(table, folder / f"{config}.parquet")
+    return table.num_rows
 
 
 def _beside_battles(cursor: duckdb.DuckDBPyConnection, config: str) -> list[pa.Table]:
