@@ -337,10 +337,15 @@ def merged(config: str, parts: Sequence[pa.Table]) -> pa.Table:
 
 
 def write(table: pa.Table, path: Path) -> None:
-    """One config's file, compressed as DuckDB's files are (zstd). An empty table gets no row
+    """One config's file, zstd-compressed as DuckDB's files are. An empty table gets no row
     group at all, as from DuckDB: `datasets` takes its batch size from the first row group, and
     refuses one of zero rows."""
-    with pq.ParquetWriter(path, table.schema, compression="zstd", store_schema=False) as writer:
+    # No dictionaries: pyarrow's start on the text and judges, whose values rarely repeat, and
+    # made the files 1.6x bigger than DuckDB's (1M votes: 90.7 MB against 55.3 MB; 63 MB
+    # without), and slower to write.
+    with pq.ParquetWriter(
+        path, table.schema, compression="zstd", use_dictionary=False, store_schema=False
+    ) as writer:
         if table.num_rows:
             writer.write_table(table, row_group_size=_ROW_GROUP)
 
