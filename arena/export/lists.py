@@ -20,9 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-ARROW_CONFIGS = ("battles", "conversations", "preference", "unpaired")
-"""The configs this module builds and writes; `arena.export.tables` writes the others."""
-
 _ROW_GROUP = 122_880
 """Rows per Parquet row group: DuckDB's default, which the earlier shards have."""
 
