@@ -12,12 +12,21 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from arena.chat import ChatService
 from arena.chat_rules import ChatLimits
 from arena.config import Registry
-from arena.export import Exporter, HubRepo, LocalFolder, compact, direct, restore_store
+from arena.export import (
+    Exporter,
+    HubRepo,
+    LocalFolder,
+    compact,
+    direct,
+    restore_store,
+    shard_path,
+)
 from arena.export.terms import TERMS_VERSION
 from arena.replies import Reply
 from arena.signal_labels import label_pending
@@ -134,6 +143,36 @@ def test_a_shared_chat_becomes_preference_kto_and_feedback_rows(store: Store, tm
         assert len(loaded) == result.rows[config]
     card = (folder / "README.md").read_text()
     assert "config_name: feedback" in card and "does not exist yet" not in card
+
+
+def test_battle_and_chat_rows_of_one_batch_are_published_in_time_order(
+    store: Store, tmp_path: Path
+):
+    chats = []
+    for index in range(3):
+        chat = Chat(store, f"c{index}")
+        (reply,) = chat.turn(f"Question {index}?", f"Answer {index}.")
+        chat.feedback(reply, "edit", f"Better answer {index}.")
+        chat.feedback(reply, "rating", "like")
+        chat.end()
+        chats.append(chat.id)
+        if index < 2:
+            play(store, f"b{index}", session_id=f"voter{index}")
+
+    Exporter(store, LocalFolder(tmp_path / "dataset"), license_id="cc-by-4.0").push()
+
+    def published(config: str) -> list[dict]:
+        return pq.read_table(tmp_path / "dataset" / shard_path(config, 1)).to_pylist()
+
+    c0, c1, c2 = chats
+    # Both sides of a battle start at the same moment: they follow each other.
+    conversations = published("conversations")
+    assert [r["question_id"] for r in conversations] == [c0, "b0", "b0", c1, "b1", "b1", c2]
+    keys = [(r["tstamp"], r["conversation_id"]) for r in conversations]
+    assert keys == sorted(keys)
+    assert [r["question_id"] for r in published("preference")] == [c0, "b0", c1, "b1", c2]
+    unpaired = [r["question_id"] for r in published("unpaired")]
+    assert unpaired == [c0, "b0", "b0", c1, "b1", "b1", c2]
 
 
 def test_chats_of_sessions_that_do_not_share_publish_nothing(store: Store, tmp_path: Path):

@@ -22,7 +22,6 @@ Rows, in the configs they join:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from contextlib import suppress
 
 import duckdb
@@ -172,7 +171,9 @@ _TABLES = (
     "export_direct_replies",
 )
 
-_ROWS = {
+ROWS = {
+    # The direct chats' rows beside the battles' in three configs (arena.export.lists.merged
+    # puts them in order); feedback is theirs alone.
     "conversations": """
         WITH grouped AS (
             SELECT conversation_id,
@@ -220,6 +221,9 @@ _ROWS = {
         FROM export_direct_replies
         WHERE (rating IS NOT NULL OR NOT latest) AND trim(content) <> ''
     """,
+}
+
+COPIED = {
     "feedback": """
         SELECT f.conversation_id, f.conversation_id AS question_id, d.model, d.judge, f.turn,
             f.attempt, f.event_index, f.aspect, f.value, f.current, f.tstamp
@@ -230,7 +234,8 @@ _ROWS = {
 
 
 def prepare(cursor: duckdb.DuckDBPyConnection, *, target: str, batch: int, salt: str) -> None:
-    """Build the batch's direct-chat tables (scrubbed) for `queries`; `cleanup` drops them."""
+    """Build the batch's direct-chat tables (scrubbed) for `ROWS` and `COPIED`; `cleanup`
+    drops them."""
     params = {"target": target, "batch": batch, "salt": salt}
     for sql in _PREPARE:
         cursor.execute(sql, params if "$" in sql else None).fetchall()
@@ -246,25 +251,6 @@ def prepare(cursor: duckdb.DuckDBPyConnection, *, target: str, batch: int, salt:
     cursor.register("export_direct_scrubbed", scrubbed)
     for sql in _SCRUBBED:
         cursor.execute(sql).fetchall()
-
-
-def queries(battle_queries: Mapping[str, str]) -> dict[str, str]:
-    """The batch's queries with the direct chats' rows added: UNION ALL BY NAME beside the
-    battles' rows (same columns), and the configs only direct chats fill."""
-    combined = {}
-    for config, sql in battle_queries.items():
-        if config in _ROWS:
-            order = (
-                "tstamp, conversation_id" if config == "conversations" else "tstamp, question_id"
-            )
-            sql = (
-                f"SELECT * FROM ({sql}) UNION ALL BY NAME SELECT * FROM ({_ROWS[config]}) "
-                f"ORDER BY {order}"
-            )
-        combined[config] = sql
-    for config in CONFIGS:
-        combined[config] = _ROWS[config]
-    return combined
 
 
 def cleanup(cursor: duckdb.DuckDBPyConnection) -> None:

@@ -1,4 +1,4 @@
-"""One export batch as Parquet files, one per dataset config, written by DuckDB.
+"""One export batch as Parquet files, one per dataset config.
 
 A batch is a set of votes, leaderboard snapshots and deletions (`arena.export.push` assigns
 them). Text comes only from sessions that chose to share, and only after `arena.pii.scrub` (the copy
@@ -6,17 +6,21 @@ the store scrubbed when it stored the message, or scrubbed here if it has none);
 voters appear as a salted hash (``judge``), never as a username, IP hash or session id. Every
 config gets a file in every batch (empty when it has no rows), so each config's schema is always
 in the dataset; the card lists only configs with rows, since `datasets` refuses an empty one.
-"""
+The battle configs are built in Arrow and written by pyarrow (`arena.export.lists`), the others
+by DuckDB."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from arena import pii
-from arena.export import direct, signals
+from arena.export import direct, lists, signals
 
 CONFIGS = (
     "battles", "conversations", "preference", "unpaired", "leaderboard", "deletions", "signals",
@@ -54,46 +58,45 @@ JOIN export_votes v ON v.battle_id = c.battle_id
 WHERE v.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
 """
 
-_LISTS = f"""
--- The one place the message lists are built, one per conversation of the batch's battles, in
--- one scan of messages: no window ranks the attempts and no join fetches the text again. The
--- list is sorted by a narrow key (list_grade_up; sorting the structs would compare their text),
--- and an attempt is the latest of its turn and role when the next element is of another one.
--- battles keeps the latest attempts of these lists, conversations all of them. Turns and
--- failures count every conversation, shared or not; text only comes from sessions that share.
-CREATE OR REPLACE TEMP TABLE export_lists AS
-WITH grouped AS (
-    SELECT c.id AS conversation_id, c.battle_id, c.mode, c.side, c.model,
-        epoch(c.created_at) AS tstamp, v.text_shared,
-        list({{'turn': m.turn, 'reply': m.role <> 'user', 'attempt': m.attempt,
-            'role': m.role, 'content': CASE WHEN v.text_shared THEN {_CONTENT} END,
-            'finished': m.finished, 'error_kind': m.error_kind,
-            'tstamp': epoch(m.created_at)}}) AS messages
+_SIDES = """
+-- The conversations of the batch's battles, numbered in the conversations config's order: the
+-- messages are read sorted by this position, so each conversation's list is a range of rows.
+CREATE OR REPLACE TEMP TABLE export_sides AS
+SELECT (row_number() OVER (ORDER BY epoch(c.created_at), c.id) - 1)::INTEGER AS position,
+    c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model, v.judge,
+    v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp, v.text_shared
+FROM conversations c
+JOIN export_votes v ON v.battle_id = c.battle_id
+"""
+
+
+def _messages(scrubbed_here: bool) -> str:
+    """SQL: every message of the batch's battle conversations in one scan, sorted by
+    conversation, turn, user before reply, attempt (arena.export.lists cuts the lists out of
+    it). Turns and failures count every conversation, shared or not; text only comes from
+    sessions that share. Without ``scrubbed_here`` (the export scrubbed nothing: every shared
+    message has its stored copy) no join with export_scrubbed, a quarter of the scan's cost."""
+    content = _CONTENT if scrubbed_here else _CONTENT.replace("ELSE s.content END", "END")
+    join = "LEFT JOIN export_scrubbed s ON s.id = m.id" if scrubbed_here else ""
+    return f"""
+    SELECT p.position, m.turn, m.role <> 'user' AS reply, m.attempt, m.role,
+        CASE WHEN p.text_shared THEN {content} END AS content, m.finished, m.error_kind,
+        epoch(m.created_at) AS tstamp
     FROM messages m
-    JOIN conversations c ON c.id = m.conversation_id
-    JOIN export_votes v ON v.battle_id = c.battle_id
-    LEFT JOIN export_scrubbed s ON s.id = m.id
-    GROUP BY ALL
-), sorted AS (
-    SELECT * REPLACE (list_select(messages, list_grade_up(
-        [{{'turn': m.turn, 'reply': m.reply, 'attempt': m.attempt}} FOR m IN messages]
-    )) AS messages)
-    FROM grouped
-), ranked AS (
-    SELECT * REPLACE (list_transform(messages, lambda m, i: {{'turn': m.turn,
-        'attempt': m.attempt, 'role': m.role, 'content': m.content, 'finished': m.finished,
-        'error_kind': m.error_kind,
-        'latest': i = len(messages) OR messages[i + 1].turn <> m.turn
-            OR messages[i + 1].reply <> m.reply,
-        'tstamp': m.tstamp}}) AS messages)
-    FROM sorted
-)
-SELECT *, list_sum([(m.role = 'user')::INTEGER FOR m IN messages]) AS turns,
-    -- Some turn has no reply, or its latest reply failed or was cut short.
-    list_sum([(m.role = 'user')::INTEGER FOR m IN messages])
-        > list_sum([(m.latest AND m.role = 'assistant' AND m.finished
-            AND m.error_kind IS NULL)::INTEGER FOR m IN messages]) AS unanswered
-FROM ranked
+    JOIN export_sides p ON p.conversation_id = m.conversation_id
+    {join}
+    ORDER BY p.position, m.turn, reply, m.attempt
+    """
+
+
+_BATTLE_ROWS = """
+SELECT v.battle_id AS question_id, v.model_a, v.model_b, v.winner, v.judge,
+    a.position AS position_a, b.position AS position_b, v.anony, v.language,
+    epoch(v.created_at) AS tstamp, coalesce(v.tags, []::VARCHAR[]) AS category_tags, v.text_shared
+FROM export_votes v
+LEFT JOIN export_sides a ON a.question_id = v.battle_id AND a.side = 'a'
+LEFT JOIN export_sides b ON b.question_id = v.battle_id AND b.side = 'b'
+ORDER BY tstamp, question_id
 """
 
 _SIGNAL_TEXT = f"""
@@ -115,67 +118,7 @@ FROM export_direct_text
 WHERE conversation_id IN (SELECT conversation_id FROM message_signals)
 """
 
-_BATTLES = """
--- Sorted once, here: the battles config reads it in this order (a scan of one table keeps it).
-CREATE OR REPLACE TEMP TABLE export_battles AS
-SELECT v.battle_id AS question_id, v.model_a, v.model_b, v.winner, v.judge,
-    CASE WHEN v.text_shared THEN
-        [{'role': m.role, 'content': m.content} FOR m IN coalesce(a.messages, []) IF m.latest]
-        ELSE [] END AS conversation_a,
-    CASE WHEN v.text_shared THEN
-        [{'role': m.role, 'content': m.content} FOR m IN coalesce(b.messages, []) IF m.latest]
-        ELSE [] END AS conversation_b,
-    coalesce(a.turns, 0)::INTEGER AS turn,
-    v.anony, v.language, epoch(v.created_at) AS tstamp,
-    coalesce(v.tags, []::VARCHAR[]) AS category_tags,
-    (a.turns IS NULL AND b.turns IS NULL) OR coalesce(a.turns, 0) <> coalesce(b.turns, 0)
-        OR coalesce(a.unanswered, false) OR coalesce(b.unanswered, false) AS has_error,
-    v.text_shared
-FROM export_votes v
-LEFT JOIN export_lists a ON a.battle_id = v.battle_id AND a.side = 'a'
-LEFT JOIN export_lists b ON b.battle_id = v.battle_id AND b.side = 'b'
-ORDER BY tstamp, question_id
-"""
-
 _QUERIES = {
-    "battles": "SELECT * FROM export_battles",  # sorted when it was built
-    # One row per side of each shared battle, with every attempt (lists from export_lists).
-    # Sorted, like preference and unpaired, by arena.export.direct.queries, which adds the
-    # direct chats' rows.
-    "conversations": """
-        SELECT l.conversation_id, l.battle_id AS question_id, l.mode, l.side, l.model, v.judge,
-            v.winner AS battle_winner, v.language, l.tstamp, l.messages
-        FROM export_lists l
-        JOIN export_votes v ON v.battle_id = l.battle_id
-        WHERE l.text_shared
-    """,
-    # TRL preference rows: the first-turn prompt, the winner's reply chosen, the loser's rejected;
-    # then the pairs read from the users' reactions (arena.export.signals).
-    "preference": """
-        SELECT question_id, [conversation_a[1]] AS prompt,
-            [CASE WHEN winner = 'model_a' THEN conversation_a[2] ELSE conversation_b[2] END]
-                AS chosen,
-            [CASE WHEN winner = 'model_a' THEN conversation_b[2] ELSE conversation_a[2] END]
-                AS rejected,
-            CASE WHEN winner = 'model_a' THEN model_a ELSE model_b END AS chosen_model,
-            CASE WHEN winner = 'model_a' THEN model_b ELSE model_a END AS rejected_model,
-            language, tstamp, 'vote' AS source
-        FROM export_battles
-        WHERE text_shared AND NOT has_error AND winner IN ('model_a', 'model_b')
-        UNION ALL
-        SELECT *, 'signals' AS source FROM export_signal_pairs
-    """,
-    # TRL unpaired (KTO) rows: each first-turn reply of a decided battle, labelled good or bad.
-    "unpaired": """
-        SELECT question_id, [conversation_a[1]] AS prompt,
-            [CASE WHEN side = 'a' THEN conversation_a[2] ELSE conversation_b[2] END]
-                AS completion,
-            CASE WHEN side = 'a' THEN model_a ELSE model_b END AS model,
-            winner = 'model_' || side AS label, language, tstamp
-        FROM export_battles, (VALUES ('a'), ('b')) sides(side)
-        WHERE text_shared AND NOT has_error
-            AND winner IN ('model_a', 'model_b', 'tie (bothbad)')
-    """,
     "leaderboard": """
         SELECT s.id AS snapshot_id, s.computed_at, s.category, s.style_control, s.battles_used,
             s.records::VARCHAR AS records
@@ -205,29 +148,72 @@ def write_batch(
     version = {"version": pii.VERSION}
     try:
         _run(cursor, _BATCH, params | {"salt": salt})
-        cursor.register("export_scrubbed", _scrub_missing(cursor))
-        _run(cursor, _LISTS, version)
-        _run(cursor, _BATTLES)
+        scrubbed = _scrub_missing(cursor)
+        cursor.register("export_scrubbed", scrubbed)
+        _run(cursor, _SIDES)
+        battle_lists = lists.BattleLists(
+            _arrow(cursor, "SELECT * EXCLUDE (position) FROM export_sides ORDER BY position"),
+            _arrow(cursor, _messages(scrubbed.num_rows > 0), version),
+        )
+        battles = battle_lists.battles(_arrow(cursor, _BATTLE_ROWS))
         direct.prepare(cursor, target=target, batch=batch, salt=salt)
         _run(cursor, _SIGNAL_TEXT, version)
         signals.prepare(cursor)
+        built = {
+            "conversations": battle_lists.conversations,
+            "battles": battles.table,
+            "preference": battles.preference,
+            "unpaired": battles.unpaired,
+        }
+        beside = {config: _beside_battles(cursor, config) for config in built}
         counts: dict[str, int] = {}
-        for config, sql in direct.queries(_QUERIES).items():
-            path = folder / f"{config}.parquet"
-            query_params = params if "$batch" in sql else None
-            _run(
-                cursor,
-                f"COPY ({sql}) TO '{_quote(path)}' (FORMAT parquet, COMPRESSION zstd)",
-                query_params,
-            )
-            counts[config] = _count(cursor, path)
+        # Each config is built and written on a thread of its own (pyarrow's kernels and writer let
+        # go of the GIL), beside DuckDB writing the small configs.
+        with ThreadPoolExecutor(max_workers=min(len(built), os.cpu_count() or 1)) as pool:
+            written = {
+                config: pool.submit(_build_and_write, config, build, beside[config], folder)
+                for config, build in built.items()
+            }
+            for config, sql in (_QUERIES | direct.COPIED).items():
+                path = folder / f"{config}.parquet"
+                query_params = params if "$batch" in sql else None
+                _run(
+                    cursor,
+                    f"COPY ({sql}) TO '{_quote(path)}' (FORMAT parquet, COMPRESSION zstd)",
+                    query_params,
+                )
+                counts[config] = _count(cursor, path)
+            for config, future in written.items():
+                counts[config] = future.result()
     finally:
         direct.cleanup(cursor)
         cursor.unregister("export_scrubbed")
-        temp = ("export_votes", "export_lists", "export_battles", "export_text")
-        for table in (*temp, *signals.TEMP_TABLES):
+        for table in ("export_votes", "export_sides", "export_text", *signals.TEMP_TABLES):
             _run(cursor, f"DROP TABLE IF EXISTS {table}")
-    return counts
+    return {config: counts[config] for config in CONFIGS}
+
+
+def _build_and_write(
+    config: str, build: Callable[[], pa.Table], beside: list[pa.Table], folder: Path
+) -> int:
+    """Build one battle config, put the other rows beside it, write it; returns its rows."""
+    table = lists.merged(config, [build(), *beside])
+    lists.write(table, folder / f"{config}.parquet")
+    return table.num_rows
+
+
+def _beside_battles(cursor: duckdb.DuckDBPyConnection, config: str) -> list[pa.Table]:
+    """A config's rows other than the battles': direct chats', and signal pairs in preference."""
+    parts = [_arrow(cursor, direct.ROWS[config])] if config in direct.ROWS else []
+    if config == "preference":
+        parts.append(_arrow(cursor, "SELECT *, 'signals' AS source FROM export_signal_pairs"))
+    return parts
+
+
+def _arrow(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None
+) -> pa.Table:
+    return cursor.sql(sql, params=params).to_arrow_table()
 
 
 def _scrub_missing(cursor: duckdb.DuckDBPyConnection) -> pa.Table:
