@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class BattleService:
         self._save_timeout_s = save_timeout_s
         self._reply_writes: dict[str, tuple[Future[None], ...]] = {}
         """Per battle, the writes of its latest replies that have not yet succeeded."""
+        self._reply_writes_lock = threading.Lock()
 
     def new_battle(self, visitor: Visitor) -> Battle:
         """An empty anonymous battle; its pair is drawn when the first message is sent."""
@@ -163,12 +165,15 @@ class BattleService:
 
     def _saving_replies(self, battle: Battle, writes: tuple[Future[None], ...]) -> None:
         """Note the writes of the battle's latest replies, until they have succeeded."""
-        self._reply_writes[battle.id] = writes
+        with self._reply_writes_lock:
+            self._reply_writes[battle.id] = writes
 
         def written(_: Future[None]) -> None:
-            done = all(w.done() and w.exception() is None for w in writes)
-            if done and self._reply_writes.get(battle.id) is writes:
-                del self._reply_writes[battle.id]
+            # In the writer thread; a regeneration may have noted newer writes meanwhile.
+            if all(w.done() and w.exception() is None for w in writes):
+                with self._reply_writes_lock:
+                    if self._reply_writes.get(battle.id) is writes:
+                        del self._reply_writes[battle.id]
 
         for write in writes:
             write.add_done_callback(written)
