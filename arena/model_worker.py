@@ -130,14 +130,23 @@ class _Stream:
             self.changed.set()
 
 
-def _apply_all(pairs: list[tuple[_Stream, _Update]]) -> None:
+def _apply_all(pairs: list[tuple[_Stream, _Update | None]]) -> None:
     for stream, update in pairs:
-        stream.apply(update)
+        if update is None:
+            stream.lose()
+        else:
+            stream.apply(update)
 
 
-def _lose_all(streams: list[_Stream]) -> None:
-    for stream in streams:
-        stream.lose()
+def _hand_over(pairs: list[tuple[_Stream, _Update | None]]) -> None:
+    """From the reader thread: apply each update (None: the stream is lost) in its stream's
+    loop, one callback per loop."""
+    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Stream, _Update | None]]] = {}
+    for stream, update in pairs:
+        per_loop.setdefault(stream.loop, []).append((stream, update))
+    for loop, its_pairs in per_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody reads
+            loop.call_soon_threadsafe(_apply_all, its_pairs)
 
 
 class ModelWorker:
@@ -274,28 +283,21 @@ class ModelWorker:
         self._lost(sock, process)
 
     def _dispatch(self, updates: list[_Update]) -> None:
-        per_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Stream, _Update]]] = {}
         with self._lock:
-            for update in updates:
-                stream = self._streams.get(update.stream_id)
-                if stream is not None:
-                    per_loop.setdefault(stream.loop, []).append((stream, update))
-        for loop, pairs in per_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody reads
-                loop.call_soon_threadsafe(_apply_all, pairs)
+            pairs = [
+                (stream, update)
+                for update in updates
+                if (stream := self._streams.get(update.stream_id)) is not None
+            ]
+        _hand_over(pairs)
 
     def _lost(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
         """The connection ended: fail what was in flight; unless closing, start a new worker."""
         with self._lock:
             if self._sock is sock:
                 self._sock = self._process = None
-            streams, closing = list(self._streams.values()), self._closing
-        per_loop: dict[asyncio.AbstractEventLoop, list[_Stream]] = {}
-        for stream in streams:
-            per_loop.setdefault(stream.loop, []).append(stream)
-        for loop, lost in per_loop.items():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_lose_all, lost)
+            lost, closing = [(s, None) for s in self._streams.values()], self._closing
+        _hand_over(lost)
         _stop(process)
         if closing:
             return
