@@ -298,15 +298,28 @@ def start_app(procs: Processes, work: Path, models: Path, port: int, args: Any) 
 # -- /proc sampling -------------------------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> tuple[float, int]:
-    """Resident memory (MB) and thread count of a process."""
+def app_tree(pid: int) -> list[int]:
+    """The app process and its children (the model worker, ``python -m arena.model_worker``):
+    what the app costs is what they cost together."""
+    children = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry.name}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    children.append(int(entry.name))
+    return [pid, *children]
+
+
+def rss_mb(pids: Sequence[int]) -> tuple[float, int]:
+    """Resident memory (MB) and thread count of processes, summed."""
     rss, threads = 0.0, 0
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-            elif line.startswith("Threads:"):
-                threads = int(line.split()[1])
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("Threads:"):
+                    threads += int(line.split()[1])
     return rss, threads
 
 
@@ -318,6 +331,10 @@ def cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_s(pids: Sequence[int]) -> dict[int, float]:
+    return {pid: cpu_s(pid) for pid in pids}
 
 
 def machine_cpu_s() -> float:
@@ -340,16 +357,19 @@ def load_average() -> str:
 
 @contextlib.asynccontextmanager
 async def measured(app_pid: int, server_pid: int) -> Any:
-    """Usage of the processes while the block runs; the app's RSS is sampled every 50 ms."""
+    """Usage of the processes while the block runs; the app's RSS (with its model worker's) is
+    sampled every 50 ms. A worker that exits during the block takes its CPU time with it."""
     usage = Usage()
-    usage.app_rss_before_mb, usage.app_threads_peak = rss_mb(app_pid)
+    tree = app_tree(app_pid)  # once: a scan of /proc every sample would cost the benchmark CPU
+    usage.app_rss_before_mb, usage.app_threads_peak = rss_mb(tree)
     usage.app_rss_peak_mb = usage.app_rss_before_mb
-    cpu0 = cpu_s(app_pid), cpu_s(server_pid), time.process_time(), machine_cpu_s()
+    app0 = tree_cpu_s(tree)
+    cpu0 = cpu_s(server_pid), time.process_time(), machine_cpu_s()
     t0 = time.perf_counter()
 
     async def sample() -> None:
         while True:
-            rss, threads = rss_mb(app_pid)
+            rss, threads = rss_mb(tree)
             usage.app_rss_peak_mb = max(usage.app_rss_peak_mb, rss)
             usage.app_threads_peak = max(usage.app_threads_peak, threads)
             await asyncio.sleep(SAMPLE_S)
@@ -360,11 +380,12 @@ async def measured(app_pid: int, server_pid: int) -> Any:
     finally:
         sampler.cancel()
         usage.wall_s = time.perf_counter() - t0
-        usage.app_cpu_s = cpu_s(app_pid) - cpu0[0]
-        usage.server_cpu_s = cpu_s(server_pid) - cpu0[1]
-        usage.bench_cpu_s = time.process_time() - cpu0[2]
-        usage.machine_cpu_s = machine_cpu_s() - cpu0[3]
-        usage.app_rss_after_mb = rss_mb(app_pid)[0]
+        app1 = tree_cpu_s(app_tree(app_pid))
+        usage.app_cpu_s = sum(cpu - app0.get(pid, 0.0) for pid, cpu in app1.items())
+        usage.server_cpu_s = cpu_s(server_pid) - cpu0[0]
+        usage.bench_cpu_s = time.process_time() - cpu0[1]
+        usage.machine_cpu_s = machine_cpu_s() - cpu0[2]
+        usage.app_rss_after_mb = rss_mb(app_tree(app_pid))[0]
         usage.app_rss_peak_mb = max(usage.app_rss_peak_mb, usage.app_rss_after_mb)
 
 
@@ -809,7 +830,7 @@ def print_tables(summaries: list[Summary], ideal_s: float, args: argparse.Namesp
     print(
         f"(CPU % during the app phase, 100 = one core of {os.cpu_count()}; others = every other"
         " process on the machine; app CPU ms/btl = the app's CPU time per battle, the figure"
-        " least moved by other load; RSS of the app process)"
+        " least moved by other load; app = the app process and its model worker)"
     )
     if noisy:
         print(
