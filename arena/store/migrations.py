@@ -299,7 +299,7 @@ def _add_scrubbed_copies(con: DuckDBPyConnection) -> None:
 def _index_messages_by_conversation(con: DuckDBPyConnection) -> None:
     # DuckDB serves point lookups from single-column ART indexes only, not from the compound
     # UNIQUE key: without this, every check of a new message (its turn, its attempt) scans the
-    # whole table, 200 ms a reply at 2M messages; with it, about 1 ms.
+    # whole table, 200 ms a reply at 2M messages; with it, 17 ms (measured).
     con.execute("CREATE INDEX messages_conversation ON messages (conversation_id)")
 
 
