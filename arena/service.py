@@ -315,6 +315,11 @@ class BattleService:
                 if index not in records:
                     self._record(battle, side, turn, attempt)
 
+    def flush(self) -> None:
+        """Wait until the battles' writes submitted so far are committed: a stream ends as soon
+        as its models do, before its turn and replies are on disk."""
+        self._writer.flush()
+
     def close(self) -> None:
         """Wait for the writes submitted so far, then stop the writer: call it before the
         store closes. Streams still running fail to write their replies."""

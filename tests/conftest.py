@@ -104,6 +104,8 @@ class RunningArena:
 
     @property
     def store(self) -> Store:
+        """The arena's store, once the battle writes submitted so far have landed."""
+        self.arena.battles.flush()
         return self.arena.store
 
     def client(self, **options: Any) -> Client:

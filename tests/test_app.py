@@ -420,16 +420,15 @@ def test_a_battle_with_a_failed_reply_cannot_be_voted_on_but_can_be_regenerated(
         )
         running = launch_arena("--models", str(models))
         client = running.client()
-        store = running.store
 
         shown = send(client, PROMPT)
 
-        battle_id, _, model_a, _ = only_battle(store)
+        battle_id, _, model_a, _ = only_battle(running.store)
         flaky_side, steady_side = ("a", "b") if model_a == "flaky" else ("b", "a")
         flaky_pane = shown.reply_a if flaky_side == "a" else shown.reply_b
         steady_pane = shown.reply_b if flaky_side == "a" else shown.reply_a
-        (failed,) = replies_of(store, battle_id, flaky_side)
-        (steady,) = replies_of(store, battle_id, steady_side)
+        (failed,) = replies_of(running.store, battle_id, flaky_side)
+        (steady,) = replies_of(running.store, battle_id, steady_side)
 
         # The failing side shows its three tokens, then the error; the other finished in full.
         partial = "".join(token.text for token in tokenize(persona_reply("concise", PROMPT))[:3])
@@ -447,11 +446,12 @@ def test_a_battle_with_a_failed_reply_cannot_be_voted_on_but_can_be_regenerated(
         again = regenerate(client)
         assert "Error:" in (again.reply_a if flaky_side == "a" else again.reply_b)
         for side in ("a", "b"):
-            attempts = [(r["turn"], r["attempt"]) for r in replies_of(store, battle_id, side)]
+            stored = replies_of(running.store, battle_id, side)
+            attempts = [(r["turn"], r["attempt"]) for r in stored]
             assert attempts == [(0, 0), (0, 1)]
         with pytest.raises(AppError, match="A reply failed"):
             vote(client, "tie")
-        assert count(store, "votes") == 0
+        assert count(running.store, "votes") == 0
 
 
 # -- limits and empty input ---------------------------------------------------------------------

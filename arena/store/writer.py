@@ -58,6 +58,10 @@ class StoreWriter:
             self._queue.put(_Write(future, write, args, kwargs))
         return future
 
+    def flush(self) -> None:
+        """Wait until every write submitted so far is committed (writes run in order)."""
+        self.submit(lambda: None).result()
+
     def close(self) -> None:
         """Run every write submitted so far, then stop the thread. Closing twice is harmless."""
         with self._lock:
