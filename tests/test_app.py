@@ -200,7 +200,7 @@ def expected_reply(arena, model: str, prompt: str) -> str:
 
 def test_a_full_battle_is_stored_with_its_vote_timings_and_a_salted_judge(launch_arena):
     running = launch_arena()  # the shipped models.yaml: demo personas over both protocols
-    store, registry = running.store, running.arena.registry
+    registry = running.arena.registry
 
     client = running.client()
     shown = send(client, PROMPT)
@@ -210,7 +210,7 @@ def test_a_full_battle_is_stored_with_its_vote_timings_and_a_salted_judge(launch
     assert shown.a[0] == shown.b[0] == ("user", PROMPT)
     assert shown.label_a is None and shown.label_b is None
     assert shown.prompt == "" and shown.result == "" and shown.notice == ""
-    battle_id, session_id, model_a, model_b = only_battle(store)
+    battle_id, session_id, model_a, model_b = only_battle(running.store)
     assert model_a != model_b
     assert shown.reply_a == expected_reply(running.arena, model_a, PROMPT)
     assert shown.reply_b == expected_reply(running.arena, model_b, PROMPT)
@@ -229,7 +229,7 @@ def test_a_full_battle_is_stored_with_its_vote_timings_and_a_salted_judge(launch
     assert f"Model B: {entry_b.display_name}" in after.result
 
     # The store has the battle in the lmsys arena format...
-    (row,) = store.battles_frame().to_dict("records")
+    (row,) = running.store.battles_frame().to_dict("records")
     assert row["question_id"] == battle_id
     assert (row["model_a"], row["model_b"], row["winner"]) == (model_a, model_b, "model_b")
     assert row["anony"]  # an anonymous battle
@@ -245,18 +245,18 @@ def test_a_full_battle_is_stored_with_its_vote_timings_and_a_salted_judge(launch
     assert abs(row["tstamp"] - time.time()) < 60
 
     # ...and the judge is a salted hash of the address, never the address itself.
-    ip_hash = hash_ip(LOCALHOST, store.ip_salt)
+    ip_hash = hash_ip(LOCALHOST, running.store.ip_salt)
     assert row["judge"] == f"ip:{ip_hash}"
     assert re.fullmatch(r"ip:[0-9a-f]{64}", row["judge"])
-    stored_vote = store.vote_for(battle_id)
+    stored_vote = running.store.vote_for(battle_id)
     assert stored_vote is not None
     assert stored_vote["winner"] == "model_b" and stored_vote["session_id"] == session_id
     assert stored_vote["ip_hash"] == ip_hash and stored_vote["username"] is None
-    assert rows(store, "SELECT ip_hash FROM sessions") == [(ip_hash,)]
+    assert rows(running.store, "SELECT ip_hash FROM sessions") == [(ip_hash,)]
 
     # Every reply keeps its timings, token count, finish reason and sampling parameters.
     for side, model, text in (("a", model_a, shown.reply_a), ("b", model_b, shown.reply_b)):
-        (stored,) = replies_of(store, battle_id, side)
+        (stored,) = replies_of(running.store, battle_id, side)
         entry = registry.get(model)
         assert stored["model"] == model and stored["content"] == text
         assert stored["finished"] and stored["error_kind"] is None
