@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from itertools import cycle
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from huggingface_hub.utils._http import default_client_factory, set_client_factory
@@ -22,6 +23,7 @@ from arena.export import (
     HubRepo,
     LocalFolder,
     PublishError,
+    RestoreError,
     restore_store,
     use_hub_timeout,
 )
@@ -183,3 +185,27 @@ def test_rows_a_crashed_compaction_left_twice_come_back_once(tmp_path: Path) -> 
         assert messages == keys
         frame_after = store.battles_frame()
     assert list(frame_after["question_id"]) == list(frame_before["question_id"])
+
+
+def test_a_dataset_that_contradicts_itself_is_refused_and_nothing_restored(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "dataset"
+    with Store.open(tmp_path / "data") as store:
+        fill(store)
+        Exporter(store, LocalFolder(folder), license_id="cc-by-4.0").push()
+    # A second conversation under another id for side A of battle b01: two sides A for one vote.
+    shard = folder / "data" / "conversations" / "batch-00000001.parquet"
+    duckdb.sql(
+        f"SELECT * FROM '{shard}' UNION ALL "
+        f"SELECT * REPLACE (conversation_id || '-forged' AS conversation_id) FROM '{shard}' "
+        "WHERE question_id = 'b01' AND side = 'a'"
+    ).to_parquet(str(tmp_path / "forged.parquet"))
+    shutil.move(tmp_path / "forged.parquet", shard)
+
+    with Store.open(tmp_path / "restored") as store:
+        with pytest.raises(RestoreError, match=r"holds rows twice: rows for battles repeat"):
+            restore_store(store, LocalFolder(folder))
+        assert store.vote_count() == 0
+        with store.cursor() as cursor:
+            assert cursor.execute("SELECT count(*) FROM messages").fetchall() == [(0,)]

@@ -29,7 +29,7 @@ from arena.export import direct
 from arena.export.push import EXPORT_LOCK
 from arena.export.tables import CONFIGS
 from arena.export.targets import PublishError, Target
-from arena.store import Store
+from arena.store import DuplicateKeys, Store
 
 log = logging.getLogger("arena.export")
 
@@ -58,6 +58,11 @@ class RestoreResult:
         )
 
 
+BULK_TABLES = ["messages", "conversations", "battles", "votes", "export_rows"]
+"""The tables a restore fills with a row or more per vote: their keys are built after the load
+(`arena.store.Store.bulk_load`; at 1M votes the restore went from 24.9 s to 19.6-20.2 s)."""
+
+
 def restore_store(store: Store, target: Target) -> RestoreResult:
     """Fill an empty ``store`` from what ``target`` published; a store with votes is left alone."""
     started = time.perf_counter()
@@ -81,14 +86,11 @@ def restore_store(store: Store, target: Target) -> RestoreResult:
                 ) from error
             if not any(path.startswith("data/battles/") for path in files):
                 return skipped("nothing was published yet")
-            with store.cursor() as cursor:
-                cursor.begin()
-                try:
+            try:
+                with store.bulk_load(BULK_TABLES) as cursor:
                     counts = _load(cursor, files, target.key)
-                except BaseException:
-                    cursor.rollback()
-                    raise
-                cursor.commit()
+            except DuplicateKeys as error:
+                raise RestoreError(f"the published dataset holds rows twice: {error}") from error
     return RestoreResult(**counts, seconds=time.perf_counter() - started)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,8 @@ import pandas as pd
 from arena import pii
 from arena.categories import TAGS
 from arena.replies import Reply
+from arena.store import bulk
+from arena.store.bulk import DuplicateKeys
 from arena.store.migrations import (
     LATEST_VERSION,
     StoreError,
@@ -39,6 +41,7 @@ from arena.votes import Winner
 __all__ = [
     "LATEST_VERSION",
     "Consent",
+    "DuplicateKeys",
     "LeaderboardSnapshot",
     "RecordRejected",
     "Store",
@@ -119,6 +122,8 @@ class Store:
         try:
             # Aware datetimes come back in the session time zone: make that UTC for every cursor.
             con.execute("SET GLOBAL TimeZone = 'UTC'")
+            # Keys of a bulk load cut short by a crash, before any migration changes the tables.
+            bulk.add_keys(con)
             self._schema_version = migrate(con, self.path)
             row = con.execute("SELECT value FROM settings WHERE key = 'ip_salt'").fetchone()
         except BaseException:
@@ -181,6 +186,32 @@ class Store:
                     "a statement failed inside this batch: nothing of it was written"
                 ) from exc
             cursor.commit()
+
+    @contextmanager
+    def bulk_load(self, tables: Sequence[str]) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A transaction to fill ``tables`` with millions of rows: their keys are built after it.
+
+        Inside the block the tables have no primary keys, UNIQUE constraints or indexes (their
+        other constraints hold); at its end, rows that would break a key raise `DuplicateKeys`
+        and nothing of the block is written. Otherwise it commits, and the keys and indexes are
+        added back before this returns (see `arena.store.bulk` for why and what it saves). Only
+        while nothing else writes to these tables.
+        """
+        with self._new_cursor() as cursor:
+            cursor.begin()
+            try:
+                bulk.drop_keys(cursor, tables)
+                yield cursor
+                bulk.check_keys(cursor)
+            except BaseException:
+                cursor.rollback()
+                raise
+            cursor.commit()
+        with self._lock:
+            if self._con is None:
+                raise StoreError(f"the store {self.path} is closed")
+            con = self._con
+        bulk.add_keys(con)
 
     def close(self) -> None:
         """Close the file; further calls raise `StoreError`. Closing twice is harmless."""
