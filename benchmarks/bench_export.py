@@ -60,9 +60,14 @@ def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> floa
     does; returns the seconds spent scrubbing (0 without).
     """
     statements = [
+        # Ids shaped as the store's (uuid4 strings): key and sort costs depend on their length.
+        """
+            CREATE OR REPLACE TEMP MACRO uuid_of(text) AS md5(text)::UUID::VARCHAR
+        """,
         f"""
             CREATE OR REPLACE TEMP TABLE n AS
-            SELECT i, 's' || (i % 50000) AS session, 'b' || i AS battle,
+            SELECT i, 's' || (i % 50000) AS session, uuid_of('b' || i) AS battle,
+            uuid_of('b' || i || 'a') AS conversation_a, uuid_of('b' || i || 'b') AS conversation_b,
             ['alpha', 'beta', 'gamma', 'delta'][1 + i % 4] AS model_a,
             ['beta', 'gamma', 'delta', 'alpha'][1 + i % 4] AS model_b,
             TIMESTAMPTZ '2026-01-01' + to_seconds(i) AS stamp
@@ -76,16 +81,18 @@ def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> floa
         """,
         """
             INSERT INTO battles SELECT battle, session, model_a, model_b, true,
-            battle || 'a', battle || 'b', stamp FROM n
+            conversation_a, conversation_b, stamp FROM n
         """,
         """
-            INSERT INTO conversations SELECT battle || side, session, 'battle',
+            INSERT INTO conversations SELECT
+            CASE side WHEN 'a' THEN conversation_a ELSE conversation_b END, session, 'battle',
             CASE side WHEN 'a' THEN model_a ELSE model_b END, battle, side, stamp
             FROM n, (VALUES ('a'), ('b')) s(side)
         """,
         """
             CREATE OR REPLACE TEMP TABLE new_messages AS
-            SELECT battle || side || role AS id, battle || side AS conversation_id, role,
+            SELECT uuid_of('m' || i || side || role) AS id,
+            CASE side WHEN 'a' THEN conversation_a ELSE conversation_b END AS conversation_id, role,
             replace(CASE role WHEN 'user' THEN $prompt ELSE $reply END, '{i}', i::VARCHAR)
                 AS content,
             stamp, CASE WHEN role = 'assistant' THEN
@@ -103,7 +110,7 @@ def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> floa
         """,
         """
             INSERT INTO votes (id, battle_id, session_id, winner, created_at)
-            SELECT 'v' || i, battle, session,
+            SELECT uuid_of('v' || i), battle, session,
             ['model_a', 'model_b', 'tie', 'tie (bothbad)'][1 + (i * 7) % 4], stamp FROM n
         """,
     ]
