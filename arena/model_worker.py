@@ -38,6 +38,10 @@ TICK_S = 0.025
 """How often the worker sends what arrived: half the UI's update interval, so coalescing here adds
 at most one tick to the time to first token."""
 
+RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+"""Pauses between attempts to start a new worker after one died, the last one repeated: replies
+fail at once with a connection error until one starts."""
+
 _HEADER = struct.Struct("!I")
 _START_TIMEOUT_S = 60.0
 _ROOT = Path(__file__).resolve().parent.parent
@@ -157,9 +161,17 @@ class ModelWorker:
     Usable as a context manager.
     """
 
-    def __init__(self, targets: Mapping[str, Target], *, tick_s: float = TICK_S) -> None:
+    def __init__(
+        self,
+        targets: Mapping[str, Target],
+        *,
+        tick_s: float = TICK_S,
+        restart_delays_s: Sequence[float] = RESTART_DELAYS_S,
+    ) -> None:
         self._targets = dict(targets)
         self._tick_s = tick_s
+        self._restart_delays_s = tuple(restart_delays_s)
+        self._closed = threading.Event()
         self._lock = threading.Lock()
         self._streams: dict[int, _Stream] = {}
         self._ids = itertools.count()
@@ -211,7 +223,12 @@ class ModelWorker:
             _stop(process)
             raise WorkerError(answer)
         with self._lock:
-            self._sock, self._process = ours, process
+            if not self._closing:
+                self._sock, self._process = ours, process
+        if self._closing:  # close() ran while this one started (a restart): nobody needs it
+            ours.close()
+            _stop(process)
+            return
         threading.Thread(
             target=self._read, args=(ours, process), name="model-worker-reader", daemon=True
         ).start()
@@ -238,6 +255,7 @@ class ModelWorker:
         """Stop the worker; replies still in flight end with a connection error."""
         with self._lock:
             self._closing = True
+            self._closed.set()
             sock, process = self._sock, self._process
             self._sock = self._process = None
         if sock is not None:
@@ -302,10 +320,29 @@ class ModelWorker:
         if closing:
             return
         log.error("the model worker stopped (exit code %s); starting a new one", process.poll())
-        try:
-            self.start()
-        except (WorkerError, OSError):
-            log.exception("could not start a new model worker; replies will fail")
+        self._restart()
+
+    def _restart(self) -> None:
+        """Start a new worker, retrying after each pause of `RESTART_DELAYS_S` (the last one
+        repeated) until one starts or `close()` is called."""
+        for failures in itertools.count():
+            try:
+                self.start()
+            except (WorkerError, OSError):
+                delays = self._restart_delays_s
+                delay = delays[min(failures, len(delays) - 1)]
+                log.exception(
+                    "could not start a new model worker (attempt %d); replies fail until one "
+                    "starts; trying again in %g s",
+                    failures + 1,
+                    delay,
+                )
+                if self._closed.wait(delay):
+                    return
+            else:
+                if failures:
+                    log.info("a new model worker started, after %d failed attempts", failures)
+                return
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

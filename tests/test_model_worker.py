@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Any
@@ -140,6 +142,71 @@ def test_a_worker_that_dies_fails_the_replies_in_flight_and_a_new_one_takes_over
             assert again.ok and worker.pid != first_pid
 
     asyncio.run(main())
+
+
+def test_a_worker_that_cannot_be_replaced_at_once_is_retried_until_one_starts(server):
+    targets = {"m": Target(entry("m"), server.base_url("coder"))}
+    attempts: list[float] = []
+    may_start = threading.Event()
+
+    async def main() -> None:
+        with ModelWorker(targets, restart_delays_s=[0.05]) as worker:
+            start = worker.start
+
+            def start_when_allowed() -> None:
+                attempts.append(time.monotonic())
+                if not may_start.is_set():
+                    raise WorkerError("the machine is out of memory")
+                start()
+
+            worker.start = start_when_allowed  # type: ignore[method-assign]
+            first_pid = worker.pid
+            assert first_pid is not None
+            os.kill(first_pid, signal.SIGKILL)
+            for _ in range(250):
+                if len(attempts) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(attempts) >= 3, "no retry after the failed restart"
+            # Meanwhile replies fail at once, with a message that says to try again.
+            meanwhile, _ = await collect(worker.client("m"))
+            assert meanwhile.error is not None and meanwhile.error.kind is ErrorKind.CONNECTION
+            assert "Try again" in meanwhile.error.message
+            may_start.set()
+            for _ in range(100):
+                if worker.pid not in (None, first_pid):
+                    break
+                await asyncio.sleep(0.1)
+            again, _ = await collect(worker.client("m"))
+            assert again.ok and worker.pid not in (None, first_pid)
+
+    asyncio.run(main())
+
+
+def test_closing_the_arena_stops_the_retries(server):
+    targets = {"m": Target(entry("m"), server.base_url("coder"))}
+    attempts: list[float] = []
+    worker = ModelWorker(targets, restart_delays_s=[0.05])
+    worker.start()
+
+    def never() -> None:
+        attempts.append(time.monotonic())
+        raise WorkerError("the machine is out of memory")
+
+    worker.start = never  # type: ignore[method-assign]
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(250):
+        if len(attempts) >= 2:
+            break
+        time.sleep(0.02)
+    assert len(attempts) >= 2, "no retry after the failed restart"
+    worker.close()
+    time.sleep(0.1)  # let a retry that was already past its wait finish
+    after_close = len(attempts)
+    time.sleep(0.3)  # six pauses: no attempt any more
+    assert len(attempts) == after_close
 
 
 def test_a_model_the_worker_cannot_build_fails_the_start_with_the_reason(server):
