@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from arena.store import DuplicateKeys, Store, StoreError, bulk
+from arena.store import LATEST_VERSION, DuplicateKeys, Store, StoreError, StoreVersionError, bulk
 
 TABLES = ["messages", "conversations", "battles", "votes", "export_rows"]
 
@@ -202,3 +202,25 @@ def test_a_table_without_keys_is_refused(store: Store) -> None:
         store.bulk_load(["nowhere"]),
     ):
         pass
+
+
+def test_a_newer_release_s_file_keeps_its_unfinished_load_as_it_is(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store, store.cursor() as cursor:
+        cursor.begin()
+        bulk.drop_keys(cursor, TABLES)
+        cursor.execute(
+            "UPDATE settings SET value = ? WHERE key = 'schema_version'", [str(LATEST_VERSION + 1)]
+        )
+        cursor.commit()
+
+    with pytest.raises(StoreVersionError):
+        Store.open(tmp_path)
+    with duckdb.connect(str(tmp_path / "arena.duckdb"), read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*) FROM settings WHERE key = ?", [bulk.MARKER]
+        ).fetchone() == (1,)
+        primary_keys = con.execute(
+            "SELECT count(*) FROM duckdb_constraints() "
+            "WHERE table_name = 'battles' AND constraint_type = 'PRIMARY KEY'"
+        )
+        assert primary_keys.fetchone() == (0,)
