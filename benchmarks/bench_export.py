@@ -11,7 +11,9 @@ as the store would. Then it times:
 - full export: the first push of all N votes to a local folder (all six configs, no scrub left);
 - full export of rows without a scrubbed copy (written before migration 6): a second store
   filled the old way, scrubbed by the export on both cores;
-- incremental export: a push of 1% more votes on top, which should cost about 1% of the full one;
+- incremental export: a push of 1% more votes on top, which should cost about 1% of the full one,
+  and the same push on top of a store of N/10 votes, to show what of it grows with the votes
+  already stored;
 - restore: an empty store rebuilt from the folder.
 
 Baseline, in the same run: the straightforward export, ``Store.battles_frame()`` (the rating
@@ -197,6 +199,17 @@ def main() -> None:
             full = timed(f"full export ({votes:,} votes, 6 configs)", exporter.push)
             fill(store, votes, extra)
             incremental = timed(f"incremental export (+{extra:,} votes)", exporter.push)
+        small_votes = max(extra, votes // 10)
+        with Store.open(root / "small") as small:
+            fill(small, 0, small_votes)
+            small_exporter = Exporter(
+                small, LocalFolder(root / "small-dataset"), license_id="cc-by-4.0"
+            )
+            small_exporter.push()
+            fill(small, small_votes, extra)
+            incremental_small = timed(
+                f"incremental export (+{extra:,} on {small_votes:,})", small_exporter.push
+            )
         with Store.open(root / "restored") as empty:
             target = LocalFolder(root / "dataset")
             restore = timed(
@@ -212,6 +225,10 @@ def main() -> None:
     print(f"dataset: {len(files)} Parquet files, {size / 1e6:,.1f} MB")
     print(f"full export / baseline:        {full / baseline:6.2f}x")
     print(f"incremental / full export:     {incremental / full:6.3f} (new rows: 1%)")
+    print(
+        f"incremental on {votes:,} / on {small_votes:,}: {incremental / incremental_small:6.2f}x "
+        "(1.00x if it costs what the new rows cost)"
+    )
     print(f"restore:                       {restore:6.2f} s")
     print(
         f"write-path scrub of the {4 * votes:,} messages: {fill_scrub[0]:.2f} s on both cores "
