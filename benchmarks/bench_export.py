@@ -8,7 +8,7 @@ the write path's cost, which the live app pays one message at a time), and its c
 as the store would. Then it times:
 
 - write path: what storing one message costs through the store's methods, and the scrub's part;
-- full export: the first push of all N votes to a local folder (all six configs, no scrub left);
+- full export: the first push of all N votes to a local folder (every config, no scrub left);
 - full export of rows without a scrubbed copy (written before migration 6): a second store
   filled the old way, scrubbed by the export on both cores;
 - incremental export: a push of 1% more votes on top, which should cost about 1% of the full one,
@@ -196,7 +196,7 @@ def main() -> None:
                 "baseline: battles_frame() + to_parquet",
                 lambda: store.battles_frame().to_parquet(root / "baseline.parquet"),
             )
-            full = timed(f"full export ({votes:,} votes, 6 configs)", exporter.push)
+            full = timed(f"full export ({votes:,} votes, every config)", exporter.push)
             fill(store, votes, extra)
             incremental = timed(f"incremental export (+{extra:,} votes)", exporter.push)
         small_votes = max(extra, votes // 10)
