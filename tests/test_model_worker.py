@@ -144,6 +144,19 @@ def test_a_worker_that_dies_fails_the_replies_in_flight_and_a_new_one_takes_over
     asyncio.run(main())
 
 
+def kill_and_await_restarts(worker: ModelWorker, attempts: list[float], count: int) -> int:
+    """Kill the worker's process, then wait until ``attempts`` (appended to by a stand-in for
+    ``worker.start``) shows ``count`` tries at a replacement; returns the killed process id."""
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(250):
+        if len(attempts) >= count:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"{len(attempts)} tries to replace the worker, not {count}")
+
+
 def test_a_worker_that_cannot_be_replaced_at_once_is_retried_until_one_starts(server):
     targets = {"m": Target(entry("m"), server.base_url("coder"))}
     attempts: list[float] = []
@@ -160,14 +173,7 @@ def test_a_worker_that_cannot_be_replaced_at_once_is_retried_until_one_starts(se
                 start()
 
             worker.start = start_when_allowed  # type: ignore[method-assign]
-            first_pid = worker.pid
-            assert first_pid is not None
-            os.kill(first_pid, signal.SIGKILL)
-            for _ in range(250):
-                if len(attempts) >= 3:
-                    break
-                await asyncio.sleep(0.02)
-            assert len(attempts) >= 3, "no retry after the failed restart"
+            first_pid = kill_and_await_restarts(worker, attempts, 3)
             # Meanwhile replies fail at once, with a message that says to try again.
             meanwhile, _ = await collect(worker.client("m"))
             assert meanwhile.error is not None and meanwhile.error.kind is ErrorKind.CONNECTION
@@ -194,14 +200,7 @@ def test_closing_the_arena_stops_the_retries(server):
         raise WorkerError("the machine is out of memory")
 
     worker.start = never  # type: ignore[method-assign]
-    pid = worker.pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(250):
-        if len(attempts) >= 2:
-            break
-        time.sleep(0.02)
-    assert len(attempts) >= 2, "no retry after the failed restart"
+    kill_and_await_restarts(worker, attempts, 2)
     worker.close()
     time.sleep(0.1)  # let a retry that was already past its wait finish
     after_close = len(attempts)
