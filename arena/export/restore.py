@@ -60,7 +60,7 @@ class RestoreResult:
 
 BULK_TABLES = ["messages", "conversations", "battles", "votes", "export_rows"]
 """The tables a restore fills with a row or more per vote: their keys are built after the load
-(`arena.store.Store.bulk_load`; at 1M votes with uuid ids the restore went from 41 s to 22-23 s)."""
+(`arena.store.Store.bulk_load`; at 1M votes with uuid ids the restore went from 41 s to 22-24 s)."""
 
 
 def restore_store(store: Store, target: Target) -> RestoreResult:
