@@ -111,3 +111,25 @@ def test_deep_links_after_more_events_still_match_gradio(blocks):
         session[ids["Greeting"]] = gr.Textbox(label="Greeted", render=False)
         session._update_config(ids["Greeting"])
     assert list(lazy.components) == list(eager.components)
+
+
+def test_a_block_a_reload_removed_keeps_the_config_gradio_keeps(blocks):
+    eager, lazy = GRADIO_SESSION_STATE(blocks), LazySessionState(blocks)
+    ids = ids_of(blocks)
+    for session in (eager, lazy):
+        session._update_value_in_config(ids["Greeting"], "Hi Ada")
+    assert list(lazy.components) == list(eager.components)  # a first deep link
+    for session in (eager, lazy):  # a reload that drops the block from the session
+        del session.blocks_config.blocks[ids["Greeting"]]
+    assert ids["Greeting"] in blocks.blocks, "the app's own blocks are not the session's"
+    assert list(lazy.components) == list(eager.components)
+    kept = next(c for c in lazy.components if c["id"] == ids["Greeting"])
+    assert kept["props"]["value"] == "Hi Ada"
+
+
+def test_a_block_removed_before_any_deep_link_as_gradio_does(blocks):
+    eager, lazy = GRADIO_SESSION_STATE(blocks), LazySessionState(blocks)
+    ids = ids_of(blocks)
+    for session in (eager, lazy):
+        del session.blocks_config.blocks[ids["Name"]]
+    assert list(lazy.components) == list(eager.components)

@@ -71,9 +71,10 @@ class LazySessionState(state_holder.SessionState):
         link), in the order Gradio's eager dict has them: the app's blocks first, then any
         others."""
         blocks = self.blocks_config.blocks
-        # Gradio's dict has the app's blocks first, then others in the order they were first
-        # touched (blocks rendered later, e.g. by gr.render).
-        keys = [key for key in blocks if key in self._config_blocks]
+        # Gradio's dict starts with every block of the app, rendered when the session began,
+        # then has others in the order they were first touched (blocks rendered later, e.g. by
+        # gr.render).
+        keys = list(self._config_blocks)
         keys += [key for key in self.config_values if key not in self._config_blocks]
         keys += [
             key
@@ -82,12 +83,16 @@ class LazySessionState(state_holder.SessionState):
         ]
         ordered = {}
         for key in dict.fromkeys(keys):
-            if key not in blocks:  # removed by a reload: Gradio's dict keeps what it had
-                if key in self.config_values:
-                    ordered[key] = self.config_values[key]
-                continue
             config = self.config_values.get(key)
-            if not config or key in self._stale:
+            if key not in blocks:
+                # Removed from the session by a reload or a re-render: Gradio's dict keeps the
+                # config it had, which for an app block never rendered here is the app's own
+                # (a replacement removed before any deep link is lost with it).
+                if config is None and key in self._config_blocks:
+                    config = self.blocks_config.config_for_block(key, [], self._config_blocks[key])
+                if config is None:
+                    continue
+            elif not config or key in self._stale:
                 config = self.blocks_config.config_for_block(key, [], blocks[key])
             if key in self._values and "props" in config:
                 config["props"]["value"] = self._values[key]
