@@ -80,8 +80,8 @@ class ChatService:
         self._clients = clients
         self.limits = limits
         self._update_interval_s = update_interval_s
-        self._stops: dict[str, asyncio.Event] = {}
-        """Per session id, the Stop signal of its running stream."""
+        self._running: dict[str, _Running] = {}
+        """Per session id, its running stream (what Stop signals)."""
 
     # -- chats ----------------------------------------------------------------------------------
 
@@ -141,10 +141,10 @@ class ChatService:
     async def stop(self, chat: Chat, visitor: Visitor) -> bool:
         """Ask the session's running stream to stop; False if nothing is streaming."""
         self._check_owner(chat, visitor)
-        event = self._stops.get(visitor.session_id)
-        if event is None:
+        running = self._running.get(visitor.session_id)
+        if running is None:
             return False
-        event.set()
+        running.stop()
         return True
 
     # -- feedback -------------------------------------------------------------------------------
@@ -266,29 +266,27 @@ class ChatService:
         messages = chat.request_messages()
         turn.attempts.append(attempt)
         chat.phase = ChatPhase.STREAMING
-        stop = asyncio.Event()
-        self._stops[chat.session_id] = stop
-        changed = asyncio.Event()
+        running = self._running[chat.session_id] = _Running()
         client = self._clients[chat.model.name]
         started = asyncio.get_running_loop().time()
 
         async def pump() -> None:
-            async with aclosing(client.stream(messages)) as stream:
-                async for reply in stream:
-                    attempt.reply = reply
-                    changed.set()
+            try:
+                async with aclosing(client.stream(messages)) as stream:
+                    async for reply in stream:
+                        attempt.reply = reply
+                        running.changed.set()
+            finally:
+                running.changed.set()  # the loop sees the stream end, even by an exception
 
         task = asyncio.create_task(pump())
-        waiters: list[asyncio.Task[bool]] = []
         recorded = False
         try:
             while not task.done():
-                waiters = [asyncio.create_task(changed.wait()), asyncio.create_task(stop.wait())]
-                await asyncio.wait([*waiters, task], return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
-                changed.clear()
-                if stop.is_set() and not task.done():
+                # One wake per interval at most, whatever the number of tokens or Stops.
+                await running.changed.wait()
+                running.changed.clear()
+                if running.stopping and not task.done():
                     task.cancel()
                     with suppress(asyncio.CancelledError):
                         await task
@@ -304,10 +302,9 @@ class ChatService:
             await asyncio.to_thread(self._record, chat, turn_index, attempt_index, attempt)
             recorded = True
         finally:
-            for pending in (task, *waiters):  # the reader may have left mid-wait
-                pending.cancel()
-            if self._stops.get(chat.session_id) is stop:
-                del self._stops[chat.session_id]
+            task.cancel()  # the reader may have left mid-wait
+            if self._running.get(chat.session_id) is running:
+                del self._running[chat.session_id]
             if not recorded:
                 # A reader who leaves mid-stream still leaves a record of what was generated.
                 try:
@@ -340,3 +337,16 @@ def _stopped(reply: Reply, elapsed_s: float) -> Reply:
         error=None,
         finished=False,
     )
+
+
+class _Running:
+    """A session's running stream: the event its loop waits on, set by each token, by the
+    stream's end and by Stop."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.changed.set()
