@@ -207,11 +207,7 @@ class Store:
                 cursor.rollback()
                 raise
             cursor.commit()
-        with self._lock:
-            if self._con is None:
-                raise StoreError(f"the store {self.path} is closed")
-            con = self._con
-        bulk.add_keys(con)
+            bulk.add_keys(cursor)
 
     def close(self) -> None:
         """Close the file; further calls raise `StoreError`. Closing twice is harmless."""

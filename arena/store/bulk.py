@@ -95,7 +95,8 @@ def check_keys(cursor: DuckDBPyConnection) -> None:
 def add_keys(con: DuckDBPyConnection) -> None:
     """Add back the keys and indexes of the marker, if there is one, then clear it.
 
-    Keys already there (from an `add_keys` cut short) are left as they are.
+    ``con`` is the caller's own (nobody else runs statements on it meanwhile). Keys already
+    there (from an `add_keys` cut short) are left as they are.
     """
     if not _has_settings(con):
         return
@@ -108,37 +109,42 @@ def add_keys(con: DuckDBPyConnection) -> None:
     }
     # The largest table first, so that the others share the second builder meanwhile.
     pending.sort(key=lambda keys: sizes[keys["table"]], reverse=True)
-    with ThreadPoolExecutor(_BUILDERS, thread_name_prefix="store-keys") as pool:
-        list(pool.map(lambda keys: _add_table_keys(con, keys), pending))
+    # A cursor per table, made here: the builders' threads never touch ``con`` themselves.
+    cursors = [con.cursor() for _ in pending]
+    try:
+        with ThreadPoolExecutor(_BUILDERS, thread_name_prefix="store-keys") as pool:
+            list(pool.map(_add_table_keys, cursors, pending))
+    finally:
+        for cursor in cursors:
+            cursor.close()
     con.execute("DELETE FROM settings WHERE key = ?", [MARKER])
 
 
-def _add_table_keys(con: DuckDBPyConnection, keys: TableKeys) -> None:
-    with con.cursor() as cursor:
-        table = keys["table"]
-        present = {
-            text
-            for (text,) in cursor.execute(
-                "SELECT constraint_text FROM duckdb_constraints() "
-                "WHERE database_name = current_database() AND table_name = ?",
-                [table],
-            ).fetchall()
-        }
-        indexes = {
-            name
-            for (name,) in cursor.execute(
-                "SELECT index_name FROM duckdb_indexes() "
-                "WHERE database_name = current_database() AND table_name = ?",
-                [table],
-            ).fetchall()
-        }
-        # Constraints before indexes: DuckDB refuses ALTER TABLE on a table with an index.
-        for key in keys["constraints"]:
-            if key["clause"] not in present:
-                cursor.execute(f"ALTER TABLE {_quote(table)} ADD {key['clause']}")
-        for name, sql in keys["indexes"].items():
-            if name not in indexes:
-                cursor.execute(sql)
+def _add_table_keys(cursor: DuckDBPyConnection, keys: TableKeys) -> None:
+    table = keys["table"]
+    present = {
+        text
+        for (text,) in cursor.execute(
+            "SELECT constraint_text FROM duckdb_constraints() "
+            "WHERE database_name = current_database() AND table_name = ?",
+            [table],
+        ).fetchall()
+    }
+    indexes = {
+        name
+        for (name,) in cursor.execute(
+            "SELECT index_name FROM duckdb_indexes() "
+            "WHERE database_name = current_database() AND table_name = ?",
+            [table],
+        ).fetchall()
+    }
+    # Constraints before indexes: DuckDB refuses ALTER TABLE on a table with an index.
+    for key in keys["constraints"]:
+        if key["clause"] not in present:
+            cursor.execute(f"ALTER TABLE {_quote(table)} ADD {key['clause']}")
+    for name, sql in keys["indexes"].items():
+        if name not in indexes:
+            cursor.execute(sql)
 
 
 def _pending(cursor: DuckDBPyConnection) -> list[TableKeys]:
