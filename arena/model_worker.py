@@ -172,12 +172,12 @@ class ModelWorker:
         self._tick_s = tick_s
         self._restart_delays_s = tuple(restart_delays_s)
         self._closed = threading.Event()
+        """Set by close(): no new worker from then on, and a restart's pause ends."""
         self._lock = threading.Lock()
         self._streams: dict[int, _Stream] = {}
         self._ids = itertools.count()
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._closing = False
 
     def __enter__(self) -> ModelWorker:
         self.start()
@@ -223,9 +223,10 @@ class ModelWorker:
             _stop(process)
             raise WorkerError(answer)
         with self._lock:
-            if not self._closing:
+            closed = self._closed.is_set()
+            if not closed:
                 self._sock, self._process = ours, process
-        if self._closing:  # close() ran while this one started (a restart): nobody needs it
+        if closed:  # close() ran while this one started (a restart): nobody needs it
             ours.close()
             _stop(process)
             return
@@ -254,7 +255,6 @@ class ModelWorker:
     def close(self) -> None:
         """Stop the worker; replies still in flight end with a connection error."""
         with self._lock:
-            self._closing = True
             self._closed.set()
             sock, process = self._sock, self._process
             self._sock = self._process = None
@@ -314,7 +314,7 @@ class ModelWorker:
         with self._lock:
             if self._sock is sock:
                 self._sock = self._process = None
-            lost, closing = [(s, None) for s in self._streams.values()], self._closing
+            lost, closing = [(s, None) for s in self._streams.values()], self._closed.is_set()
         _hand_over(lost)
         _stop(process)
         if closing:
