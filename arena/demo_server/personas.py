@@ -45,7 +45,7 @@ _TOKEN_PATTERN = re.compile(r"\n+|[^\S\n]*\S+|[^\S\n]+")
 
 def tokenize(text: str) -> list[Token]:
     """Word-piece tokens whose texts concatenate back to ``text`` exactly, with stable ids."""
-    return [_token(piece) for piece in _TOKEN_PATTERN.findall(text)]
+    return list(_tokens(text))
 
 
 def _tokens(text: str) -> Iterator[Token]:
