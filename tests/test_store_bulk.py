@@ -13,9 +13,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from arena.export.restore import BULK_TABLES
 from arena.store import LATEST_VERSION, DuplicateKeys, Store, StoreError, StoreVersionError, bulk
 
-TABLES = ["messages", "conversations", "battles", "votes", "export_rows"]
+TABLES = BULK_TABLES
+"""The tables the restore fills in bulk: the ones whose keys matter at scale."""
 
 
 def schema(store: Store) -> dict[str, list[tuple]]:
