@@ -630,3 +630,31 @@ def test_migrating_a_version_8_file_indexes_messages_by_conversation(tmp_path: P
         assert indexes == [("messages", "[conversation_id]")]
         rows = con.execute("SELECT id FROM messages WHERE conversation_id = 'c1'").fetchall()
         assert rows == [("m1",)]
+
+
+def test_migrating_a_version_9_file_keeps_battles_and_only_their_primary_key(
+    tmp_path: Path,
+) -> None:
+    # Migration 10: the conversations' own primary keys already keep two battles from sharing
+    # a conversation, so battles loses its two UNIQUE keys (a restore built them for nothing).
+    path = tmp_path / "arena.duckdb"
+    with duckdb.connect(str(path)) as con:
+        assert migrate(con, path, MIGRATIONS[:9]) == 9
+        con.execute(
+            "INSERT INTO battles (id, session_id, model_a, model_b, anony, conversation_a, "
+            "conversation_b, created_at) VALUES "
+            "('b1', 's1', 'alpha', 'beta', true, 'ca', 'cb', TIMESTAMPTZ '2026-01-02 03:04:05')"
+        )
+        before = con.execute("SELECT * FROM battles").fetchall()
+        assert migrate(con, path) == LATEST_VERSION
+        assert con.execute("SELECT * FROM battles").fetchall() == before
+        keys = con.execute(
+            "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = 'battles' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+        ).fetchall()
+        assert keys == [("PRIMARY KEY", ["id"])]
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute(
+                "INSERT INTO battles (id, session_id, model_a, model_b, anony, conversation_a, "
+                "conversation_b) VALUES ('b1', 's2', 'alpha', 'beta', true, 'cc', 'cd')"
+            )

@@ -127,6 +127,11 @@ def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str
             "VALUES (?, ?, ?, now())",
             [target, batch, json.dumps(counts)],
         ).fetchall()
+    # The scratch tables hold every message list: free them before the keys are built.
+    for (table,) in cursor.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE 'restore_%'"
+    ).fetchall():
+        cursor.execute(f"DROP TABLE {table}")
     [(votes, conversations, snapshots)] = cursor.execute(
         "SELECT (SELECT count(*) FROM votes), (SELECT count(*) FROM conversations), "
         "(SELECT count(*) FROM leaderboard_snapshots)"

@@ -303,6 +303,31 @@ def _index_messages_by_conversation(con: DuckDBPyConnection) -> None:
     con.execute("CREATE INDEX messages_conversation ON messages (conversation_id)")
 
 
+def _drop_battle_conversation_keys(con: DuckDBPyConnection) -> None:
+    # battles.conversation_a/b were UNIQUE, but `Store.start_battle` writes both ids as new
+    # conversations' primary keys in the same transaction, so no two battles can share one; the
+    # two extra keys only cost time (a restore of 1M votes spent 1.5 s building them). DuckDB
+    # cannot drop a constraint: the table is rebuilt, its rows and primary key kept.
+    con.execute(
+        """
+        CREATE TABLE battles_v10 (
+            id VARCHAR PRIMARY KEY,
+            session_id VARCHAR NOT NULL,
+            model_a VARCHAR NOT NULL,
+            model_b VARCHAR NOT NULL,
+            anony BOOLEAN NOT NULL,
+            conversation_a VARCHAR NOT NULL,
+            conversation_b VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        INSERT INTO battles_v10 SELECT id, session_id, model_a, model_b, anony, conversation_a,
+            conversation_b, created_at FROM battles;
+        DROP TABLE battles;
+        ALTER TABLE battles_v10 RENAME TO battles;
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -319,6 +344,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(8, "messages: scrubbed copy of the text, written with it", _add_scrubbed_copies),
     Migration(9, "messages: index by conversation", _index_messages_by_conversation),
+    Migration(
+        10,
+        "battles: no UNIQUE on conversation_a/b (the conversations' keys)",
+        _drop_battle_conversation_keys,
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
