@@ -86,7 +86,8 @@ def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> floa
             conversation_a, conversation_b, stamp FROM n
         """,
         """
-            INSERT INTO conversations SELECT
+            INSERT INTO conversations (id, session_id, mode, model, battle_id, side, created_at)
+            SELECT
             CASE side WHEN 'a' THEN conversation_a ELSE conversation_b END, session, 'battle',
             CASE side WHEN 'a' THEN model_a ELSE model_b END, battle, side, stamp
             FROM n, (VALUES ('a'), ('b')) s(side)

@@ -61,7 +61,8 @@ def fill(store: Store, start: int, count: int, follow_ups: list[str]) -> None:
                 battle || 'b', stamp FROM n
             """,
             """
-            INSERT INTO conversations SELECT battle || side, session, 'battle',
+            INSERT INTO conversations (id, session_id, mode, model, battle_id, side, created_at)
+            SELECT battle || side, session, 'battle',
                 CASE side WHEN 'a' THEN 'alpha' ELSE 'beta' END, battle, side, stamp
             FROM n, (VALUES ('a'), ('b')) s(side)
             """,

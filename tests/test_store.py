@@ -658,3 +658,38 @@ def test_migrating_a_version_9_file_keeps_battles_and_only_their_primary_key(
                 "INSERT INTO battles (id, session_id, model_a, model_b, anony, conversation_a, "
                 "conversation_b) VALUES ('b1', 's2', 'alpha', 'beta', true, 'cc', 'cd')"
             )
+
+
+def test_migrating_a_version_10_file_numbers_new_rows_after_their_conversation(
+    tmp_path: Path,
+) -> None:
+    # Migration 11. An export reads a batch's messages from its lowest conversation number on:
+    # that is only right if every message is numbered above its conversation, and rows from
+    # before the migration (numbered 0) are never skipped.
+    path = tmp_path / "arena.duckdb"
+    with duckdb.connect(str(path)) as con:
+        assert migrate(con, path, MIGRATIONS[:10]) == 10
+        con.execute(
+            "INSERT INTO conversations (id, session_id, mode, model) VALUES ('old', 's1', "
+            "'direct', 'alpha'); INSERT INTO messages (id, conversation_id, turn, attempt, role, "
+            "content) VALUES ('m0', 'old', 0, 0, 'user', 'hi')"
+        )
+    with Store(path) as store:
+        store.record_session("s1", ip_hash=None, username=None)
+        side_a, _ = store.start_battle(
+            battle_id="b1", session_id="s1", model_a="alpha", model_b="beta"
+        )
+        store.add_user_message(side_a, turn=0, content="hello")
+        store.add_user_message("old", turn=1, content="again")
+        with store.cursor() as cursor:
+            rows = dict(
+                cursor.execute(
+                    "SELECT m.id, (m.seq, c.seq) FROM messages m "
+                    "JOIN conversations c ON c.id = m.conversation_id"
+                ).fetchall()
+            )
+    assert rows.pop("m0") == (0, 0)
+    (new_a,) = [seqs for seqs in rows.values() if seqs[1] > 0]
+    (new_old,) = [seqs for seqs in rows.values() if seqs[1] == 0]
+    assert new_a[0] > new_a[1] > 0
+    assert new_old[0] > 0

@@ -48,6 +48,14 @@ _CONTENT = """CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbe
 """SQL: the published text of message ``m``: the copy the store scrubbed with this version of
 arena.pii, else this export's scrub (``s``, from export_scrubbed)."""
 
+_SINCE = """
+-- The lowest write number of the batch's conversations: none of their messages is below it
+-- (migration 11), so the scans of messages start there and skip the older row groups.
+SELECT coalesce(min(c.seq), 0)
+FROM conversations c
+JOIN export_votes v ON v.battle_id = c.battle_id
+"""
+
 _UNSCRUBBED = """
 -- Shared messages without a copy scrubbed by this version of arena.pii when they were stored
 -- (written before migration 8, restored, or scrubbed by another version): write_batch scrubs them.
@@ -55,7 +63,7 @@ SELECT m.id, m.content
 FROM messages m
 JOIN conversations c ON c.id = m.conversation_id
 JOIN export_votes v ON v.battle_id = c.battle_id
-WHERE v.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
+WHERE m.seq >= $since AND v.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
 """
 
 _SIDES = """
@@ -85,6 +93,7 @@ def _messages(scrubbed_here: bool) -> str:
     FROM messages m
     JOIN export_sides p ON p.conversation_id = m.conversation_id
     {join}
+    WHERE m.seq >= $since
     ORDER BY p.position, m.turn, reply, m.attempt
     """
 
@@ -148,12 +157,13 @@ def write_batch(
     version = {"version": pii.VERSION}
     try:
         _run(cursor, _BATCH, params | {"salt": salt})
-        scrubbed = _scrub_missing(cursor)
+        [(since,)] = cursor.execute(_SINCE).fetchall()
+        scrubbed = _scrub_missing(cursor, since)
         cursor.register("export_scrubbed", scrubbed)
         _run(cursor, _SIDES)
         battle_lists = lists.BattleLists(
             _arrow(cursor, "SELECT * EXCLUDE (position) FROM export_sides ORDER BY position"),
-            _arrow(cursor, _messages(scrubbed.num_rows > 0), version),
+            _arrow(cursor, _messages(scrubbed.num_rows > 0), version | {"since": since}),
         )
         battles = battle_lists.battles(_arrow(cursor, _BATTLE_ROWS))
         direct.prepare(cursor, target=target, batch=batch, salt=salt)
@@ -216,9 +226,10 @@ def _arrow(
     return cursor.sql(sql, params=params).to_arrow_table()
 
 
-def _scrub_missing(cursor: duckdb.DuckDBPyConnection) -> pa.Table:
+def _scrub_missing(cursor: duckdb.DuckDBPyConnection, since: int) -> pa.Table:
     """(id, content) of the shared messages `_UNSCRUBBED` finds, scrubbed; usually none."""
-    missing = cursor.sql(_UNSCRUBBED, params={"version": pii.VERSION}).to_arrow_table()
+    params = {"version": pii.VERSION, "since": since}
+    missing = cursor.sql(_UNSCRUBBED, params=params).to_arrow_table()
     return pa.table(
         {
             "id": missing.column("id").cast(pa.string()),
