@@ -48,14 +48,6 @@ _CONTENT = """CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbe
 """SQL: the published text of message ``m``: the copy the store scrubbed with this version of
 arena.pii, else this export's scrub (``s``, from export_scrubbed)."""
 
-_SINCE = """
--- The lowest write number of the batch's conversations: none of their messages is below it
--- (migration 11), so the scans of messages start there and skip the older row groups.
-SELECT coalesce(min(c.seq), 0)
-FROM conversations c
-JOIN export_votes v ON v.battle_id = c.battle_id
-"""
-
 _UNSCRUBBED = """
 -- Shared messages without a copy scrubbed by this version of arena.pii when they were stored
 -- (written before migration 8, restored, or scrubbed by another version): write_batch scrubs them.
@@ -72,9 +64,15 @@ _SIDES = """
 CREATE OR REPLACE TEMP TABLE export_sides AS
 SELECT (row_number() OVER (ORDER BY epoch(c.created_at), c.id) - 1)::INTEGER AS position,
     c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model, v.judge,
-    v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp, v.text_shared
+    v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp, v.text_shared, c.seq
 FROM conversations c
 JOIN export_votes v ON v.battle_id = c.battle_id
+"""
+
+_SINCE = """
+-- The lowest write number of the batch's conversations: none of their messages is below it
+-- (migration 11), so the scans of messages start there and skip the older row groups.
+SELECT coalesce(min(seq), 0) FROM export_sides
 """
 
 
@@ -157,12 +155,12 @@ def write_batch(
     version = {"version": pii.VERSION}
     try:
         _run(cursor, _BATCH, params | {"salt": salt})
+        _run(cursor, _SIDES)
         [(since,)] = cursor.execute(_SINCE).fetchall()
         scrubbed = _scrub_missing(cursor, since)
         cursor.register("export_scrubbed", scrubbed)
-        _run(cursor, _SIDES)
         battle_lists = lists.BattleLists(
-            _arrow(cursor, "SELECT * EXCLUDE (position) FROM export_sides ORDER BY position"),
+            _arrow(cursor, "SELECT * EXCLUDE (position, seq) FROM export_sides ORDER BY position"),
             _arrow(cursor, _messages(scrubbed.num_rows > 0), version | {"since": since}),
         )
         battles = battle_lists.battles(_arrow(cursor, _BATTLE_ROWS))
