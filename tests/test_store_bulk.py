@@ -16,9 +16,6 @@ import pytest
 from arena.export.restore import BULK_TABLES
 from arena.store import LATEST_VERSION, DuplicateKeys, Store, StoreError, StoreVersionError, bulk
 
-TABLES = BULK_TABLES
-"""The tables the restore fills in bulk: the ones whose keys matter at scale."""
-
 
 def schema(store: Store) -> dict[str, list[tuple]]:
     """Columns, constraints and indexes of every table, as DuckDB describes them."""
@@ -95,7 +92,7 @@ def marker(store: Store) -> list[tuple]:
 def test_a_bulk_load_ends_with_the_schema_of_a_fresh_store(
     store: Store, fresh_schema: dict[str, list[tuple]]
 ) -> None:
-    with store.bulk_load(TABLES) as cursor:
+    with store.bulk_load(BULK_TABLES) as cursor:
         # Inside the load the keys are gone: that is what makes it fast.
         assert not cursor.execute(
             "SELECT * FROM duckdb_indexes() WHERE table_name IN ('messages', 'votes')"
@@ -107,7 +104,7 @@ def test_a_bulk_load_ends_with_the_schema_of_a_fresh_store(
 
 
 def test_keys_hold_again_after_a_bulk_load(store: Store) -> None:
-    with store.bulk_load(TABLES) as cursor:
+    with store.bulk_load(BULK_TABLES) as cursor:
         insert_battles(cursor, ["b1"])
     with store.cursor() as cursor, pytest.raises(duckdb.ConstraintException):
         insert_battles(cursor, ["b1"])
@@ -116,7 +113,7 @@ def test_keys_hold_again_after_a_bulk_load(store: Store) -> None:
 def test_rows_held_before_a_bulk_load_are_kept(store: Store) -> None:
     with store.cursor() as cursor:
         insert_battles(cursor, ["before"])
-    with store.bulk_load(TABLES) as cursor:
+    with store.bulk_load(BULK_TABLES) as cursor:
         insert_battles(cursor, ["during"])
     with store.cursor() as cursor:
         battles = cursor.execute("SELECT id FROM battles ORDER BY id").fetchall()
@@ -131,7 +128,7 @@ def test_rows_that_break_a_key_roll_the_whole_load_back(
         insert_battles(cursor, ["before"])
     with (
         pytest.raises(DuplicateKeys, match="nothing of this load was written"),
-        store.bulk_load(TABLES) as cursor,
+        store.bulk_load(BULK_TABLES) as cursor,
     ):
         insert_battles(cursor, ["new", "before"])
     with store.cursor() as cursor:
@@ -146,7 +143,7 @@ def test_a_duplicate_in_a_unique_key_of_several_columns_is_found(store: Store) -
         r"messages repeat 1 values of its UNIQUE\(conversation_id, turn, .role., attempt\), "
         r"such as \(b1-a, 0, user, 0\)"
     )
-    with pytest.raises(DuplicateKeys, match=expected), store.bulk_load(TABLES) as cursor:
+    with pytest.raises(DuplicateKeys, match=expected), store.bulk_load(BULK_TABLES) as cursor:
         insert_battles(cursor, ["b1"])
         cursor.execute(
             "INSERT INTO messages (id, conversation_id, turn, attempt, role, content, "
@@ -158,7 +155,7 @@ def test_a_duplicate_in_a_unique_key_of_several_columns_is_found(store: Store) -
 def test_an_error_inside_the_load_rolls_it_back(
     store: Store, fresh_schema: dict[str, list[tuple]]
 ) -> None:
-    with pytest.raises(RuntimeError), store.bulk_load(TABLES) as cursor:
+    with pytest.raises(RuntimeError), store.bulk_load(BULK_TABLES) as cursor:
         insert_battles(cursor, ["b1"])
         raise RuntimeError("the dataset could not be read")
     assert count(store, "battles") == 0
@@ -174,7 +171,7 @@ def test_keys_a_crash_left_unbuilt_are_built_when_the_store_opens(
     # The process dies after the rows are committed, before (or while) the keys are built.
     with Store.open(tmp_path) as store, store.cursor() as cursor:
         cursor.begin()
-        bulk.drop_keys(cursor, TABLES)
+        bulk.drop_keys(cursor, BULK_TABLES)
         insert_battles(cursor, ["b1"])
         cursor.commit()
         for statement in built_before_the_crash:
@@ -191,10 +188,10 @@ def test_a_second_bulk_load_waits_for_the_keys_of_the_first(tmp_path: Path) -> N
     with Store.open(tmp_path) as store:
         with store.cursor() as cursor:
             cursor.begin()
-            bulk.drop_keys(cursor, TABLES)
+            bulk.drop_keys(cursor, BULK_TABLES)
             cursor.commit()
         pending = pytest.raises(StoreError, match="still being added back: reopen the store")
-        with pending, store.bulk_load(TABLES):
+        with pending, store.bulk_load(BULK_TABLES):
             pass
 
 
@@ -209,7 +206,7 @@ def test_a_table_without_keys_is_refused(store: Store) -> None:
 def test_a_newer_release_s_file_keeps_its_unfinished_load_as_it_is(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store, store.cursor() as cursor:
         cursor.begin()
-        bulk.drop_keys(cursor, TABLES)
+        bulk.drop_keys(cursor, BULK_TABLES)
         cursor.execute(
             "UPDATE settings SET value = ? WHERE key = 'schema_version'", [str(LATEST_VERSION + 1)]
         )
