@@ -7,6 +7,7 @@ DuckDB and with the ``datasets`` library, the way a model trainer would load the
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import datasets
@@ -163,6 +164,111 @@ def test_each_push_publishes_only_the_new_rows_in_a_new_shard(
     assert [r["question_id"] for r in rows(folder, "battles")] == ["b1", "b2"]
     assert (folder / shard_path("battles", 2)).exists()
     assert "| `battles` | 2 |" in (folder / "README.md").read_text()  # the card counts all
+
+
+class CommitHeld:
+    """Wraps a store's connection (private: no public hook lies between a vote's INSERT and its
+    COMMIT) so that the cursors of one thread wait at COMMIT until `release` is set."""
+
+    def __init__(self, store: Store, thread_name: str) -> None:
+        self._con, self._thread = store._con, thread_name
+        self.waiting, self.release = threading.Event(), threading.Event()
+        store._con = self  # type: ignore[assignment]
+
+    def cursor(self) -> object:
+        cursor = self._con.cursor()
+        return (
+            self._Held(cursor, self) if threading.current_thread().name == self._thread else cursor
+        )
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+    class _Held:
+        def __init__(self, cursor: duckdb.DuckDBPyConnection, held: CommitHeld) -> None:
+            self._cursor, self._held = cursor, held
+
+        def commit(self) -> None:
+            self._held.waiting.set()
+            self._held.release.wait()
+            self._cursor.commit()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._cursor, name)
+
+        def __enter__(self) -> CommitHeld._Held:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._cursor.close()
+
+
+def test_a_vote_committed_after_a_later_one_is_still_published(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    # Gradio's worker threads commit votes in any order while the scheduler pushes. A plan takes
+    # the votes numbered above its watermark: right only if no vote it cannot see is numbered
+    # below one it can. record_vote holds a lock from the INSERT that numbers a vote to its
+    # COMMIT, and a plan takes its snapshot under it (Store.vote_snapshot), so the later vote
+    # and the push below wait for the slow vote's COMMIT instead of overtaking it.
+    for battle_id, session_id in (("slow", "s1"), ("fast", "s2")):
+        store.record_session(session_id, ip_hash=None, username=None)
+        store.start_battle(
+            battle_id=battle_id, session_id=session_id, model_a="alpha", model_b="beta"
+        )
+    held = CommitHeld(store, thread_name="slow voter")
+
+    def vote(battle_id: str, session_id: str) -> None:
+        store.record_vote(
+            battle_id=battle_id,
+            session_id=session_id,
+            winner=Winner.TIE,
+            username=None,
+            ip_hash=None,
+        )
+
+    slow = threading.Thread(target=vote, args=("slow", "s1"), name="slow voter")
+    slow.start()
+    assert held.waiting.wait(10), "the slow vote reached its COMMIT"
+    fast = threading.Thread(target=vote, args=("fast", "s2"))
+    fast.start()
+    fast.join(timeout=0.5)  # without the lock it commits here, numbered above the slow one
+    pusher = threading.Thread(target=exporter.push)
+    pusher.start()
+    pusher.join(timeout=0.5)  # without the lock this plan sees only the fast vote
+    held.release.set()
+    for thread in (slow, fast, pusher):
+        thread.join()
+    exporter.push()
+
+    published = [r["question_id"] for r in rows(tmp_path / "dataset", "battles")]
+    assert sorted(published) == ["fast", "slow"]
+
+
+def test_a_target_without_a_watermark_takes_every_vote_it_lacks_once(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    # Votes and batches from before migration 12 are numbered 0 and have no watermark: the next
+    # plan matches every vote against what the target took, then sets a watermark.
+    play(store, "b1")
+    assert exporter.push().batch == 1
+    play(store, "b2", session_id="s2")
+    with store.cursor() as cursor:
+        cursor.execute("UPDATE votes SET seq = 0; UPDATE export_batches SET votes_through = NULL")
+
+    assert exporter.push().rows["battles"] == 1
+    play(store, "b3", session_id="s3")
+    assert exporter.push().rows["battles"] == 1
+    assert exporter.push().batch is None
+
+    published = [r["question_id"] for r in rows(tmp_path / "dataset", "battles")]
+    assert published == ["b1", "b2", "b3"]
+    with store.cursor() as cursor:
+        marks = cursor.execute(
+            "SELECT batch, votes_through FROM export_batches ORDER BY batch"
+        ).fetchall()
+        [(b3,)] = cursor.execute("SELECT seq FROM votes WHERE battle_id = 'b3'").fetchall()
+    assert marks == [(1, None), (2, 0), (3, b3)] and b3 > 0
 
 
 def test_text_is_published_only_for_sessions_that_chose_to_share(

@@ -693,3 +693,28 @@ def test_migrating_a_version_10_file_numbers_new_rows_after_their_conversation(
     (new_old,) = [seqs for seqs in rows.values() if seqs[1] == 0]
     assert new_a[0] > new_a[1] > 0
     assert new_old[0] > 0
+
+
+def test_migrating_a_version_11_file_leaves_old_votes_and_batches_without_numbers(
+    tmp_path: Path,
+) -> None:
+    # Migration 12. The export takes the votes above a target's watermark; an old vote (0) and
+    # an old batch (no watermark) make the next plan match every vote once instead.
+    path = tmp_path / "arena.duckdb"
+    with duckdb.connect(str(path)) as con:
+        assert migrate(con, path, MIGRATIONS[:11]) == 11
+        con.execute(
+            "INSERT INTO votes (id, battle_id, session_id, winner) VALUES ('v0', 'b0', 's1', "
+            "'tie'); INSERT INTO export_batches (target, batch) VALUES ('local', 1)"
+        )
+    with Store(path) as store:
+        store.record_session("s1", ip_hash=None, username=None)
+        store.start_battle(battle_id="b1", session_id="s1", model_a="alpha", model_b="beta")
+        store.record_vote(
+            battle_id="b1", session_id="s1", winner=Winner.TIE, username=None, ip_hash=None
+        )
+        with store.cursor() as cursor:
+            votes = cursor.execute("SELECT battle_id, seq FROM votes ORDER BY seq").fetchall()
+            [(mark,)] = cursor.execute("SELECT votes_through FROM export_batches").fetchall()
+    assert votes[0] == ("b0", 0) and votes[1][0] == "b1" and votes[1][1] > 0
+    assert mark is None

@@ -168,3 +168,16 @@ def test_a_batch_in_which_a_statement_failed_raises_instead_of_losing_its_writes
     writer.close()
     assert held.done() and kept.result() and clash.exception() is None
     assert messages_of(store, a) == [(0, "user")], "replayed on its own after the failed batch"
+
+
+def test_a_vote_is_refused_inside_a_batch_since_it_must_commit_before_it_returns(store):
+    # The vote is acknowledged to the visitor once record_vote returns, and its number must be
+    # committed under the store's vote lock (see Store.vote_snapshot): a batch would commit later.
+    new_battle(store)
+    with store.cursor() as cursor:
+        [(battle, session)] = cursor.execute("SELECT id, session_id FROM battles").fetchall()
+    with store.batch(), pytest.raises(StoreError, match="outside a store batch"):
+        store.record_vote(
+            battle_id=battle, session_id=session, winner="tie", username=None, ip_hash=None
+        )
+    assert store.vote_for(battle) is None

@@ -2,7 +2,9 @@
 
 1. Plan: if the target has a batch that was planned but never confirmed, take it again (same
    rows, same file names); else assign every vote, snapshot and deletion the target has not seen
-   yet to a new batch, in one transaction.
+   yet to a new batch, in one transaction. New votes are those numbered above the watermark the
+   target's last batch kept (`arena.store.Store.vote_snapshot` says why none can be missed), so
+   a plan reads only them, not every vote ever stored.
 2. Render the batch's Parquet files and the dataset card into a staging folder.
 3. Publish them; only then mark the batch published. That mark is the watermark: a crash or a
    failure before it leaves the batch pending, and the next push replaces the same files.
@@ -18,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+import duckdb
 
 from arena.export import direct
 from arena.export.card import dataset_card
@@ -48,6 +52,11 @@ class PushResult:
             f"push: batch {self.batch} published: {rows}; {self.files} files; "
             f"commit {self.commit_id or '-'}; {self.seconds:.2f} s"
         )
+
+
+_UNNUMBERED = (("snapshot", "leaderboard_snapshots"), ("deletion", "deletions"))
+"""Kinds of export rows besides votes, each a table matched whole against what the target took
+(a few a day: leaderboard refreshes and visitors' deletions)."""
 
 
 def shard_path(config: str, batch: int) -> str:
@@ -97,8 +106,7 @@ class Exporter:
 
     def _plan(self) -> int | None:
         key = self.target.key
-        with self._store.cursor() as cursor:
-            cursor.begin()
+        with self._store.vote_snapshot() as cursor:
             try:
                 pending = cursor.execute(
                     "SELECT min(batch) FROM export_batches "
@@ -108,34 +116,24 @@ class Exporter:
                 if pending is not None and pending[0] is not None:
                     cursor.commit()
                     return int(pending[0])
-                last = cursor.execute(
-                    "SELECT coalesce(max(batch), 0) FROM export_batches WHERE target = ?", [key]
+                row = cursor.execute(
+                    "SELECT coalesce(max(batch), 0), max(votes_through) FROM export_batches "
+                    "WHERE target = ?",
+                    [key],
                 ).fetchone()
-                assert last is not None
-                batch = int(last[0]) + 1
-                added = 0
-                for kind, table in (
-                    ("vote", "votes"),
-                    ("snapshot", "leaderboard_snapshots"),
-                    ("deletion", "deletions"),
-                ):
-                    row = cursor.execute(
-                        f"""
-                        INSERT INTO export_rows
-                        SELECT $target, $kind, t.id, $batch FROM {table} t
-                        ANTI JOIN (
-                            SELECT row_id FROM export_rows WHERE target = $target AND kind = $kind
-                        ) e ON e.row_id = t.id
-                        """,
-                        {"target": key, "kind": kind, "batch": batch},
-                    ).fetchone()
-                    added += int(row[0]) if row else 0
+                assert row is not None
+                batch, watermark = int(row[0]) + 1, row[1]
+                params = {"target": key, "batch": batch}
+                added, votes_through = _plan_votes(cursor, params, watermark)
+                for kind, table in _UNNUMBERED:
+                    added += _plan_unseen(cursor, params | {"kind": kind}, table)
                 added += direct.plan(cursor, target=key, batch=batch)
                 if added == 0:
                     cursor.rollback()
                     return None
                 cursor.execute(
-                    "INSERT INTO export_batches (target, batch) VALUES (?, ?)", [key, batch]
+                    "INSERT INTO export_batches (target, batch, votes_through) VALUES (?, ?, ?)",
+                    [key, batch, votes_through],
                 )
             except BaseException:
                 cursor.rollback()
@@ -177,6 +175,47 @@ class Exporter:
                 "WHERE target = ? AND batch = ?",
                 [commit_id, self.target.key, batch],
             )
+
+
+def _plan_votes(
+    cursor: duckdb.DuckDBPyConnection, params: dict[str, object], watermark: int | None
+) -> tuple[int, int]:
+    """Assign the votes the target has not taken to the batch; returns how many, and the new
+    watermark: the highest vote number this plan could see (`arena.store.Store.vote_snapshot`).
+
+    Above a watermark are exactly the votes not taken yet. Without one (the target's first
+    batch, or batches planned before migration 12), every vote is matched against what the
+    target took."""
+    if watermark is None:
+        added = _plan_unseen(cursor, params | {"kind": "vote"}, "votes")
+    else:
+        row = cursor.execute(
+            "INSERT INTO export_rows SELECT $target, 'vote', id, $batch FROM votes "
+            "WHERE seq > $watermark",
+            params | {"watermark": watermark},
+        ).fetchone()
+        added = int(row[0]) if row else 0
+    row = cursor.execute(
+        "SELECT coalesce(max(seq), $watermark) FROM votes WHERE seq > $watermark",
+        {"watermark": -1 if watermark is None else watermark},
+    ).fetchone()
+    assert row is not None
+    return added, int(row[0])
+
+
+def _plan_unseen(cursor: duckdb.DuckDBPyConnection, params: dict[str, object], table: str) -> int:
+    """Assign the rows of ``table`` the target has not taken yet to the batch; returns how many."""
+    row = cursor.execute(
+        f"""
+        INSERT INTO export_rows
+        SELECT $target, $kind, t.id, $batch FROM {table} t
+        ANTI JOIN (
+            SELECT row_id FROM export_rows WHERE target = $target AND kind = $kind
+        ) e ON e.row_id = t.id
+        """,
+        params,
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def last_published(store: Store) -> datetime | None:

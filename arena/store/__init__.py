@@ -118,6 +118,9 @@ class Store:
                 refuse_newer(self.path, read_version(probe, self.path))
         self._lock = threading.Lock()
         self._batch = threading.local()
+        # Held for the whole of a vote's transaction (its INSERT numbers it), and while
+        # `vote_snapshot` takes its snapshot: see there.
+        self._vote_commit = threading.Lock()
         con = duckdb.connect(str(self.path))
         try:
             # Aware datetimes come back in the session time zone: make that UTC for every cursor.
@@ -152,6 +155,23 @@ class Store:
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor of its own, for bulk SQL readers and writers (`arena.export`)."""
         with self._new_cursor() as cursor:
+            yield cursor
+
+    @contextmanager
+    def vote_snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in a begun transaction that sees every vote numbered so far (``votes.seq``).
+
+        `record_vote` holds a lock from before the INSERT that numbers a vote to its COMMIT; this
+        transaction takes its snapshot under the same lock, so a vote it cannot see is numbered
+        above every vote it can, whatever order Gradio's threads commit in: the export finds the
+        votes it has not taken yet as those above its last watermark (`arena.export.push`).
+        The caller commits or rolls back; what it leaves open is rolled back.
+        """
+        with self._new_cursor() as cursor:
+            with self._vote_commit:
+                cursor.begin()
+                # DuckDB takes the snapshot at the transaction's first read of the file.
+                cursor.execute("SELECT count(*) FROM settings").fetchall()
             yield cursor
 
     @contextmanager
@@ -458,7 +478,8 @@ class Store:
         """Record the one vote of a battle; returns its id.
 
         Raises `VoteRejected` if the battle is unknown, belongs to another session or already
-        has a vote: checked in the database, behind the service's own checks.
+        has a vote: checked in the database, behind the service's own checks. The vote is
+        committed when this returns, so it cannot run inside a `batch` (`StoreError`).
         """
         try:
             winner = Winner(winner)
@@ -466,9 +487,11 @@ class Store:
             raise VoteRejected(
                 f"{winner!r} is not a vote; use one of {', '.join(w.value for w in Winner)}"
             ) from None
+        if self._batch_cursor() is not None:
+            raise StoreError("record_vote commits the vote itself: call it outside a store batch")
         vote_id = str(uuid.uuid4())
         try:
-            with self._transaction() as cursor:
+            with self._vote_commit, self._transaction() as cursor:
                 row = cursor.execute(
                     "SELECT b.session_id, v.id IS NOT NULL FROM battles b "
                     "LEFT JOIN votes v ON v.battle_id = b.id WHERE b.id = ?",

@@ -351,6 +351,23 @@ def _number_conversations_and_messages(con: DuckDBPyConnection) -> None:
     )
 
 
+def _number_votes(con: DuckDBPyConnection) -> None:
+    # Votes get numbers from write_order too, and each export batch keeps the highest vote
+    # number its plan could see. `Store.record_vote` numbers and commits a vote under a lock the
+    # plan's snapshot also takes (`Store.vote_snapshot`), so every vote a plan cannot see gets a
+    # higher number than its watermark: the next plan reads only the votes above it (their row
+    # groups, by the min-max index) instead of matching every vote ever stored against
+    # export_rows. Batches from before this migration have no watermark: a target's next plan
+    # then matches every vote once, as before, and sets one. Old votes are 0.
+    con.execute(
+        """
+        ALTER TABLE votes ADD COLUMN seq BIGINT DEFAULT 0;
+        ALTER TABLE votes ALTER COLUMN seq SET DEFAULT nextval('write_order');
+        ALTER TABLE export_batches ADD COLUMN votes_through BIGINT;
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -377,6 +394,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "conversations and messages: numbered in write order",
         _number_conversations_and_messages,
     ),
+    Migration(12, "votes: numbered in write order; export batches keep a watermark", _number_votes),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
