@@ -82,7 +82,8 @@ def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> floa
             INSERT OR IGNORE INTO consents SELECT DISTINCT session, true, 'bench', now() FROM n
         """,
         """
-            INSERT INTO battles SELECT battle, session, model_a, model_b, true,
+            INSERT INTO battles (id, session_id, model_a, model_b, anony, conversation_a,
+            conversation_b, created_at) SELECT battle, session, model_a, model_b, true,
             conversation_a, conversation_b, stamp FROM n
         """,
         """
@@ -112,9 +113,10 @@ def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> floa
             FROM new_messages m LEFT JOIN scrubbed s ON s.id = m.id
         """,
         """
-            INSERT INTO votes (id, battle_id, session_id, winner, created_at)
+            INSERT INTO votes (id, battle_id, session_id, winner, created_at, battle_seq)
             SELECT uuid_of('v' || i), battle, session,
-            ['model_a', 'model_b', 'tie', 'tie (bothbad)'][1 + (i * 7) % 4], stamp FROM n
+            ['model_a', 'model_b', 'tie', 'tie (bothbad)'][1 + (i * 7) % 4], stamp, b.seq
+            FROM n JOIN battles b ON b.id = n.battle
         """,
     ]
     scrub_s = 0.0

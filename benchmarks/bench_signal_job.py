@@ -57,8 +57,10 @@ def fill(store: Store, start: int, count: int, follow_ups: list[str]) -> None:
             """,
             "INSERT OR IGNORE INTO sessions (id) SELECT DISTINCT session FROM n",
             """
-            INSERT INTO battles SELECT battle, session, 'alpha', 'beta', true, battle || 'a',
-                battle || 'b', stamp FROM n
+            INSERT INTO battles (id, session_id, model_a, model_b, anony, conversation_a,
+            conversation_b, created_at)
+            SELECT battle, session, 'alpha', 'beta', true, battle || 'a', battle || 'b', stamp
+            FROM n
             """,
             """
             INSERT INTO conversations (id, session_id, mode, model, battle_id, side, created_at)

@@ -271,6 +271,33 @@ def test_a_target_without_a_watermark_takes_every_vote_it_lacks_once(
     assert marks == [(1, None), (2, 0), (3, b3)] and b3 > 0
 
 
+def test_a_battle_voted_long_after_it_started_is_published_whole(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    # A batch reads battles and conversations from its votes' lowest battle number on, not from
+    # its votes' own numbers: a battle started before every other one may be voted on last.
+    store.record_session("early", ip_hash=None, username=None)
+    store.record_consent("early", share=True, terms_version=TERMS_VERSION)
+    early = store.start_battle(
+        battle_id="early", session_id="early", model_a="alpha", model_b="beta"
+    )
+    for conversation, model in zip(early, ("alpha", "beta"), strict=True):
+        store.add_user_message(conversation, turn=0, content="An early question")
+        reply = Reply(model=model, text=f"{model} answers", tokens=2, finished=True)
+        store.add_reply(conversation, turn=0, attempt=0, reply=reply, parameters={})
+    play(store, "b1")
+    assert exporter.push().batch == 1
+    store.record_vote(
+        battle_id="early", session_id="early", winner=Winner.MODEL_B, username=None, ip_hash=None
+    )
+
+    second = exporter.push()
+
+    assert second.rows["battles"] == 1 and second.rows["conversations"] == 2
+    text = published_text(tmp_path / "dataset")
+    assert "An early question" in text and "alpha answers" in text and "beta answers" in text
+
+
 def test_text_is_published_only_for_sessions_that_chose_to_share(
     store: Store, exporter: Exporter, tmp_path: Path
 ) -> None:

@@ -647,7 +647,9 @@ def test_migrating_a_version_9_file_keeps_battles_and_only_their_primary_key(
         )
         before = con.execute("SELECT * FROM battles").fetchall()
         assert migrate(con, path) == LATEST_VERSION
-        assert con.execute("SELECT * FROM battles").fetchall() == before
+        # Migration 12 adds a number, 0 for rows written before it.
+        after = con.execute("SELECT * EXCLUDE (seq), seq FROM battles").fetchall()
+        assert after == [(*before[0], 0)]
         keys = con.execute(
             "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() "
             "WHERE table_name = 'battles' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
@@ -698,8 +700,9 @@ def test_migrating_a_version_10_file_numbers_new_rows_after_their_conversation(
 def test_migrating_a_version_11_file_leaves_old_votes_and_batches_without_numbers(
     tmp_path: Path,
 ) -> None:
-    # Migration 12. The export takes the votes above a target's watermark; an old vote (0) and
-    # an old batch (no watermark) make the next plan match every vote once instead.
+    # Migration 12. The export takes the votes above a target's watermark and reads their
+    # battles from the lowest battle number they keep on; an old vote (0, battle unknown) and an
+    # old batch (no watermark) make the next plan match every vote and scan every battle instead.
     path = tmp_path / "arena.duckdb"
     with duckdb.connect(str(path)) as con:
         assert migrate(con, path, MIGRATIONS[:11]) == 11
@@ -714,7 +717,12 @@ def test_migrating_a_version_11_file_leaves_old_votes_and_batches_without_number
             battle_id="b1", session_id="s1", winner=Winner.TIE, username=None, ip_hash=None
         )
         with store.cursor() as cursor:
-            votes = cursor.execute("SELECT battle_id, seq FROM votes ORDER BY seq").fetchall()
+            votes = cursor.execute(
+                "SELECT battle_id, seq, battle_seq FROM votes ORDER BY seq"
+            ).fetchall()
             [(mark,)] = cursor.execute("SELECT votes_through FROM export_batches").fetchall()
-    assert votes[0] == ("b0", 0) and votes[1][0] == "b1" and votes[1][1] > 0
-    assert mark is None
+            battle = dict(cursor.execute("SELECT id, seq FROM battles").fetchall())
+            sides = [seq for (seq,) in cursor.execute("SELECT seq FROM conversations").fetchall()]
+    assert votes[0] == ("b0", 0, None) and mark is None
+    assert votes[1][0] == "b1" and votes[1][1] > votes[1][2] == battle["b1"] > 0
+    assert all(seq > battle["b1"] for seq in sides), "a battle is numbered below its sides"

@@ -6,8 +6,8 @@
    target's last batch kept (`arena.store.Store.vote_snapshot` says why none can be missed), so
    a plan reads only them, not every vote ever stored.
 2. Render the batch's Parquet files and the dataset card into a staging folder.
-3. Publish them; only then mark the batch published. That mark is the watermark: a crash or a
-   failure before it leaves the batch pending, and the next push replaces the same files.
+3. Publish them; only then mark the batch published. A crash or a failure before that mark
+   leaves the batch pending, and the next push replaces the same files.
 """
 
 from __future__ import annotations

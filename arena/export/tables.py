@@ -28,6 +28,23 @@ CONFIGS = (
 )  # fmt: skip
 """The dataset's configs, each a folder ``data/<config>/`` of Parquet shards."""
 
+_VOTES_AFTER = """
+-- The watermark of the batch before this one (-1 if it has none): the batch's votes are
+-- numbered above it (migration 12), so the scans of votes below skip the older row groups.
+SELECT coalesce(max(votes_through), -1) FROM export_batches
+WHERE target = $target AND batch < $batch
+"""
+
+_BATTLES_FROM = """
+-- The lowest battle number the batch's votes keep (0 if one is unknown): a battle is numbered
+-- below its conversations and tags, so the scans of all three start there.
+SELECT coalesce(min(coalesce(v.battle_seq, 0)), 0)
+FROM votes v
+JOIN export_rows r ON r.row_id = v.id AND r.kind = 'vote' AND r.target = $target
+    AND r.batch = $batch
+WHERE v.seq > $votes_after
+"""
+
 _BATCH = """
 CREATE OR REPLACE TEMP TABLE export_votes AS
 SELECT v.battle_id, v.winner, v.created_at, b.model_a, b.model_b, b.anony,
@@ -40,7 +57,8 @@ JOIN export_rows r ON r.row_id = v.id AND r.kind = 'vote' AND r.target = $target
     AND r.batch = $batch
 JOIN battles b ON b.id = v.battle_id
 LEFT JOIN consents k ON k.session_id = b.session_id
-LEFT JOIN battle_tags bt ON bt.battle_id = v.battle_id
+LEFT JOIN battle_tags bt ON bt.battle_id = v.battle_id AND bt.seq >= $battles_from
+WHERE v.seq > $votes_after AND b.seq >= $battles_from
 """
 
 _CONTENT = """CASE WHEN m.scrubbed_by = $version THEN coalesce(m.content_scrubbed, m.content)
@@ -53,9 +71,8 @@ _UNSCRUBBED = """
 -- (written before migration 8, restored, or scrubbed by another version): write_batch scrubs them.
 SELECT m.id, m.content
 FROM messages m
-JOIN conversations c ON c.id = m.conversation_id
-JOIN export_votes v ON v.battle_id = c.battle_id
-WHERE m.seq >= $since AND v.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
+JOIN export_sides p ON p.conversation_id = m.conversation_id
+WHERE m.seq >= $since AND p.text_shared AND m.scrubbed_by IS DISTINCT FROM $version
 """
 
 _SIDES = """
@@ -67,6 +84,7 @@ SELECT (row_number() OVER (ORDER BY epoch(c.created_at), c.id) - 1)::INTEGER AS 
     v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp, v.text_shared, c.seq
 FROM conversations c
 JOIN export_votes v ON v.battle_id = c.battle_id
+WHERE c.seq >= $battles_from
 """
 
 _SINCE = """
@@ -154,8 +172,13 @@ def write_batch(
     params = {"target": target, "batch": batch}
     version = {"version": pii.VERSION}
     try:
-        _run(cursor, _BATCH, params | {"salt": salt})
-        _run(cursor, _SIDES)
+        [(votes_after,)] = cursor.execute(_VOTES_AFTER, params).fetchall()
+        [(battles_from,)] = cursor.execute(
+            _BATTLES_FROM, params | {"votes_after": votes_after}
+        ).fetchall()
+        window = {"votes_after": votes_after, "battles_from": battles_from}
+        _run(cursor, _BATCH, params | window | {"salt": salt})
+        _run(cursor, _SIDES, {"battles_from": battles_from})
         [(since,)] = cursor.execute(_SINCE).fetchall()
         scrubbed = _scrub_missing(cursor, since)
         cursor.register("export_scrubbed", scrubbed)

@@ -317,6 +317,7 @@ class Store:
         try:
             with self._transaction() as cursor:
                 self._require_session(cursor, session_id)
+                # Before the conversations, so they are numbered above it (migration 12).
                 cursor.execute(
                     "INSERT INTO battles (id, session_id, model_a, model_b, anony, "
                     "conversation_a, conversation_b) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -493,21 +494,21 @@ class Store:
         try:
             with self._vote_commit, self._transaction() as cursor:
                 row = cursor.execute(
-                    "SELECT b.session_id, v.id IS NOT NULL FROM battles b "
+                    "SELECT b.session_id, v.id IS NOT NULL, b.seq FROM battles b "
                     "LEFT JOIN votes v ON v.battle_id = b.id WHERE b.id = ?",
                     [battle_id],
                 ).fetchone()
                 if row is None:
                     raise VoteRejected(f"no battle {battle_id!r} to vote on")
-                owner, voted = row
+                owner, voted, battle_seq = row
                 if owner != session_id:
                     raise VoteRejected(f"battle {battle_id!r} belongs to another session")
                 if voted:
                     raise VoteRejected(f"battle {battle_id!r} already has a vote")
                 cursor.execute(
-                    "INSERT INTO votes (id, battle_id, session_id, winner, username, ip_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [vote_id, battle_id, session_id, winner.value, username, ip_hash],
+                    "INSERT INTO votes (id, battle_id, session_id, winner, username, ip_hash, "
+                    "battle_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [vote_id, battle_id, session_id, winner.value, username, ip_hash, battle_seq],
                 )
         except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
             # Another thread's vote on the same battle got in between the check and the insert.
@@ -635,7 +636,7 @@ class Store:
         _require_id("battle_id", battle_id)
         with self._cursor() as cursor:
             cursor.execute(
-                "INSERT OR REPLACE INTO battle_tags VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO battle_tags (battle_id, language, tags) VALUES (?, ?, ?)",
                 [battle_id, language, sorted(tags)],
             )
 

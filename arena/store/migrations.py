@@ -352,17 +352,25 @@ def _number_conversations_and_messages(con: DuckDBPyConnection) -> None:
 
 
 def _number_votes(con: DuckDBPyConnection) -> None:
-    # Votes get numbers from write_order too, and each export batch keeps the highest vote
-    # number its plan could see. `Store.record_vote` numbers and commits a vote under a lock the
-    # plan's snapshot also takes (`Store.vote_snapshot`), so every vote a plan cannot see gets a
-    # higher number than its watermark: the next plan reads only the votes above it (their row
-    # groups, by the min-max index) instead of matching every vote ever stored against
-    # export_rows. Batches from before this migration have no watermark: a target's next plan
-    # then matches every vote once, as before, and sets one. Old votes are 0.
+    # Votes and battles get numbers from write_order too; each export batch keeps the highest
+    # vote number its plan could see. `Store.record_vote` numbers and commits a vote under a lock
+    # the plan's snapshot also takes (`Store.vote_snapshot`), so every vote a plan cannot see gets
+    # a higher number than its watermark: the next plan reads only the votes above it instead of
+    # matching every vote ever stored against export_rows. A vote also keeps its battle's
+    # number, and a battle is written before its conversations and tags: the export reads a
+    # batch's battles, conversations and tags from the lowest of those on (min-max index, as for
+    # messages).
+    # Old and restored rows are 0 (votes' battle number NULL: unknown) and old batches have no
+    # watermark: they are matched or scanned whole, as before.
     con.execute(
         """
         ALTER TABLE votes ADD COLUMN seq BIGINT DEFAULT 0;
         ALTER TABLE votes ALTER COLUMN seq SET DEFAULT nextval('write_order');
+        ALTER TABLE votes ADD COLUMN battle_seq BIGINT;
+        ALTER TABLE battles ADD COLUMN seq BIGINT DEFAULT 0;
+        ALTER TABLE battles ALTER COLUMN seq SET DEFAULT nextval('write_order');
+        ALTER TABLE battle_tags ADD COLUMN seq BIGINT DEFAULT 0;
+        ALTER TABLE battle_tags ALTER COLUMN seq SET DEFAULT nextval('write_order');
         ALTER TABLE export_batches ADD COLUMN votes_through BIGINT;
         """
     )
@@ -394,7 +402,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "conversations and messages: numbered in write order",
         _number_conversations_and_messages,
     ),
-    Migration(12, "votes: numbered in write order; export batches keep a watermark", _number_votes),
+    Migration(
+        12,
+        "votes, battles and tags: numbered in write order; export batches keep a watermark",
+        _number_votes,
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
