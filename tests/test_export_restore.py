@@ -124,7 +124,11 @@ def test_a_wiped_store_comes_back_from_the_dataset(tmp_path: Path, hub: LocalHub
         assert list(frame_after["winner"]) == list(frame_before["winner"])
         assert list(frame_after["has_error"]) == list(frame_before["has_error"])
 
-        # The next push continues after the restored batch and duplicates nothing.
+        # The next push continues after the restored batch and duplicates nothing. Restored
+        # votes are numbered 0, so the restored batch's watermark is 0: the next plan reads only
+        # the votes written since.
+        with store.cursor() as cursor:
+            assert cursor.execute("SELECT votes_through FROM export_batches").fetchall() == [(0,)]
         play(store, "new", session_id="s-new")
         assert exporter(store, hub).push().batch == 2
     battles = [

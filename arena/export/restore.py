@@ -121,10 +121,12 @@ def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str
         _drop_duplicates(cursor, config)
     for sql in [*_RESTORE, *direct.restore_statements(_BATCH_OF_FILE)]:
         cursor.execute(sql, {"target": target} if "$target" in sql else None).fetchall()
+    # Restored votes are numbered 0 and every later vote above it: watermark 0 lets the next
+    # plan read only the votes written after the restore, not match them all against export_rows.
     for batch, counts in sorted(batches.items()):
         cursor.execute(
-            "INSERT INTO export_batches (target, batch, counts, published_at) "
-            "VALUES (?, ?, ?, now())",
+            "INSERT INTO export_batches (target, batch, counts, published_at, votes_through) "
+            "VALUES (?, ?, ?, now(), 0)",
             [target, batch, json.dumps(counts)],
         ).fetchall()
     # The scratch tables hold every message list: free them before the keys are built.
