@@ -126,17 +126,17 @@ ORDER BY tstamp, question_id
 
 _SIGNAL_TEXT = f"""
 -- Message by message, the published text of the batch's conversations that carry signals (most
--- carry none), battles and direct chats alike: what arena.export.signals reads.
+-- carry none), battles and direct chats alike: what arena.export.signals reads. Messages from
+-- the batch's first conversation on, as for the lists.
 CREATE OR REPLACE TEMP TABLE export_text AS
 SELECT m.id, m.conversation_id, m.turn, m.attempt, m.role, m.finished, m.error_kind,
     epoch(m.created_at) AS tstamp,
     m.attempt = max(m.attempt) OVER (PARTITION BY m.conversation_id, m.turn, m.role) AS latest,
     {_CONTENT} AS content
 FROM messages m
-JOIN conversations c ON c.id = m.conversation_id
-JOIN export_votes v ON v.battle_id = c.battle_id AND v.text_shared
+JOIN export_sides p ON p.conversation_id = m.conversation_id AND p.text_shared
 LEFT JOIN export_scrubbed s ON s.id = m.id
-WHERE m.conversation_id IN (SELECT conversation_id FROM message_signals)
+WHERE m.seq >= $since AND m.conversation_id IN (SELECT conversation_id FROM message_signals)
 UNION ALL BY NAME
 SELECT id, conversation_id, turn, attempt, role, finished, error_kind, tstamp, latest, content
 FROM export_direct_text
@@ -188,7 +188,7 @@ def write_batch(
         )
         battles = battle_lists.battles(_arrow(cursor, _BATTLE_ROWS))
         direct.prepare(cursor, target=target, batch=batch, salt=salt)
-        _run(cursor, _SIGNAL_TEXT, version)
+        _run(cursor, _SIGNAL_TEXT, version | {"since": since})
         signals.prepare(cursor)
         built = {
             "conversations": battle_lists.conversations,
