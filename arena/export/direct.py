@@ -38,18 +38,33 @@ IDLE_BEFORE_EXPORT_S = 3600
 HUMAN = "human"
 """``chosen_model`` of a preference row whose chosen reply the user wrote (an edit)."""
 
-_PLAN = """
-INSERT INTO export_rows
-SELECT $target, 'direct', c.id, $batch
+_UNEXPORTED = """
 FROM conversations c
 JOIN consents k ON k.session_id = c.session_id AND k.share
 WHERE c.mode = 'direct'
-    AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.role = 'assistant')
     AND c.id NOT IN (SELECT row_id FROM export_rows WHERE target = $target AND kind = 'direct')
+"""
+
+_SINCE = f"""
+-- The lowest write number of the shared direct chats not exported yet: none of their messages
+-- is below it (migration 11), so the plan's scans of messages start there.
+SELECT coalesce(min(c.seq), 0) {_UNEXPORTED}
+"""
+
+_PLAN = f"""
+INSERT INTO export_rows
+SELECT $target, 'direct', c.id, $batch
+{_UNEXPORTED}
+    AND c.seq >= $since
+    AND EXISTS (
+        SELECT 1 FROM messages m
+        WHERE m.conversation_id = c.id AND m.role = 'assistant' AND m.seq >= $since
+    )
     AND (
         c.id IN (SELECT conversation_id FROM conversation_ends)
         OR greatest(
-            (SELECT max(m.created_at) FROM messages m WHERE m.conversation_id = c.id),
+            (SELECT max(m.created_at) FROM messages m
+             WHERE m.conversation_id = c.id AND m.seq >= $since),
             (SELECT max(e.created_at) FROM feedback_events e WHERE e.conversation_id = c.id)
         ) < now() - to_seconds($idle)
     )
@@ -59,8 +74,9 @@ WHERE c.mode = 'direct'
 def plan(cursor: duckdb.DuckDBPyConnection, *, target: str, batch: int) -> int:
     """Assign the settled, shared direct chats not yet exported to ``batch``; returns how many.
     Runs inside `arena.export.push`'s planning transaction."""
+    [(since,)] = cursor.execute(_SINCE, {"target": target}).fetchall()
     row = cursor.execute(
-        _PLAN, {"target": target, "batch": batch, "idle": IDLE_BEFORE_EXPORT_S}
+        _PLAN, {"target": target, "batch": batch, "idle": IDLE_BEFORE_EXPORT_S, "since": since}
     ).fetchone()
     return int(row[0]) if row else 0
 
