@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,8 +22,8 @@ from arena.battles import Battle, BattleError, Limits, Phase, Sampling, Side, dr
 from arena.categories import categorize
 from arena.config import GenerationParameters, ModelEntry, Registry
 from arena.replies import Message, Reply
-from arena.store import Store, VoteRejected
-from arena.store.writer import StoreWriter
+from arena.store import BattleOpening, Store, VoteRejected
+from arena.store.writer import BatchedWrite, StoreWriter
 from arena.votes import Winner
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class BattleService:
         self._rng = rng or random.SystemRandom()
         self._update_interval_s = update_interval_s
         self._writer = StoreWriter(store)
+        self._opening = BatchedWrite(self._write_openings)
         self._save_timeout_s = save_timeout_s
         self._reply_writes: dict[str, tuple[Future[None], ...]] = {}
         """Per battle, the writes of its latest replies that have not yet succeeded."""
@@ -114,8 +115,8 @@ class BattleService:
         opening = battle.sides is None
         if battle.sides is None:
             model_a, model_b = self._pair(battle)
-            # The conversation ids come from the store: the writer sets them (`_write_turn`)
-            # before it writes anything else of the battle.
+            # The conversation ids come from the store: the writer sets them
+            # (`_write_openings`) before it writes anything else of the battle.
             battle.sides = (Side(model_a, ""), Side(model_b, ""))
         else:
             for side in battle.sides:
@@ -124,7 +125,10 @@ class BattleService:
         battle.prompts.append(prompt)
         battle.attempt = 0
         turn = battle.turns - 1
-        written = self._write(battle, turn, self._write_turn, battle, visitor, turn, opening)
+        if opening:
+            written = self._write(battle, turn, self._opening, (battle, visitor))
+        else:
+            written = self._write(battle, turn, self._write_turn, battle, turn)
         async for update in self._stream_both(battle, parameters, written):
             yield update
 
@@ -227,22 +231,33 @@ class BattleService:
             return draw_pair(self._registry.battle_candidates, self._rng)
         return battle.models
 
-    def _write_turn(self, battle: Battle, visitor: Visitor, turn: int, opening: bool) -> None:
-        """In the writer: the session and the battle if ``opening``, then each side's user
-        message of ``turn``."""
+    def _write_openings(self, openings: Sequence[tuple[Battle, Visitor]]) -> list[None]:
+        """In the writer: new battles with their sessions and first user messages, all at once
+        (a burst of battles queues many)."""
+        records = []
+        for battle, visitor in openings:
+            assert battle.sides is not None
+            records.append(
+                BattleOpening(
+                    battle_id=battle.id,
+                    session_id=visitor.session_id,
+                    model_a=battle.sides[0].model.name,
+                    model_b=battle.sides[1].model.name,
+                    prompt=battle.prompts[0],
+                    anony=battle.anony,
+                    ip_hash=visitor.ip_hash,
+                    username=visitor.username,
+                )
+            )
+        pairs = self._store.open_battles(records)
+        for (battle, _), (side_a, side_b) in zip(openings, pairs, strict=True):
+            assert battle.sides is not None
+            battle.sides[0].conversation_id, battle.sides[1].conversation_id = side_a, side_b
+        return [None] * len(openings)
+
+    def _write_turn(self, battle: Battle, turn: int) -> None:
+        """In the writer: each side's user message of a later ``turn``."""
         assert battle.sides is not None
-        side_a, side_b = battle.sides
-        if opening:
-            self._store.record_session(
-                visitor.session_id, ip_hash=visitor.ip_hash, username=visitor.username
-            )
-            side_a.conversation_id, side_b.conversation_id = self._store.start_battle(
-                battle_id=battle.id,
-                session_id=visitor.session_id,
-                model_a=side_a.model.name,
-                model_b=side_b.model.name,
-                anony=battle.anony,
-            )
         for side in battle.sides:
             self._store.add_user_message(
                 side.conversation_id, turn=turn, content=battle.prompts[turn]

@@ -249,21 +249,25 @@ def test_the_models_are_asked_before_the_store_has_written_the_turn(
     clients = {n: ScriptedClient(n, tokens=3) for n in ("x", "y")}
     service = make_service(clients)
     written: list[float] = []
-    add_user_message = store.add_user_message
 
-    def slow_add_user_message(*args, **kwargs):
-        time.sleep(0.2)  # a busy store
-        written.append(time.monotonic())
-        return add_user_message(*args, **kwargs)
+    def slow(write):
+        def slow_write(*args, **kwargs):
+            time.sleep(0.2)  # a busy store
+            written.append(time.monotonic())
+            return write(*args, **kwargs)
 
-    monkeypatch.setattr(store, "add_user_message", slow_add_user_message)
+        return slow_write
+
+    # The first turn is written with its battle, a later one message by message.
+    monkeypatch.setattr(store, "open_battles", slow(store.open_battles))
+    monkeypatch.setattr(store, "add_user_message", slow(store.add_user_message))
     battle = service.new_battle(VISITOR)
     asyncio.run(drain(service.send(battle, "first", VISITOR)))
     asyncio.run(drain(service.send(battle, "second", VISITOR)))
     assert battle.phase is Phase.READY
     service.vote(battle, Winner.TIE, VISITOR)  # which waits for the writes
     assert clients["x"].started[0] < written[0] and clients["y"].started[0] < written[0]
-    assert clients["x"].started[1] < written[2] and clients["y"].started[1] < written[2]
+    assert clients["x"].started[1] < written[1] and clients["y"].started[1] < written[1]
     # Nothing was lost or reordered: every message is stored, each reply after its turn.
     with store._cursor() as cursor:
         stored = cursor.execute(
@@ -287,7 +291,7 @@ def test_a_failed_store_write_ends_the_stream_with_its_error_and_is_logged(
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store, "add_user_message", broken)
+    monkeypatch.setattr(store, "open_battles", broken)
     battle = service.new_battle(VISITOR)
     with pytest.raises(OSError, match="disk full"):
         asyncio.run(drain(service.send(battle, "hi", VISITOR)))
@@ -298,7 +302,7 @@ def test_a_failed_store_write_ends_the_stream_with_its_error_and_is_logged(
     with pytest.raises(BattleError, match="cannot be voted on"):
         service.vote(battle, Winner.MODEL_A, VISITOR)
     service.close()
-    assert "_write_turn failed" in caplog.text and "disk full" in caplog.text
+    assert "_write_openings failed" in caplog.text and "disk full" in caplog.text
 
 
 def test_a_failed_reply_write_makes_the_vote_fail_and_nothing_is_stored(

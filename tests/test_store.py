@@ -20,6 +20,7 @@ from arena.privacy import hash_ip
 from arena.replies import ErrorKind, Reply, ReplyError
 from arena.store import (
     LATEST_VERSION,
+    BattleOpening,
     LeaderboardSnapshot,
     RecordRejected,
     Store,
@@ -287,6 +288,78 @@ def test_start_battle_needs_a_known_session_and_a_new_battle_id(store: Store) ->
     with pytest.raises(RecordRejected, match="battle 'b1' already exists"):
         store.start_battle(battle_id="b1", session_id="s1", model_a="x", model_b="y")
     assert query(store.path, "SELECT count(*) FROM conversations") == [(2,)]
+
+
+OPENINGS = [
+    BattleOpening("b1", "s1", "x", "y", "Hi, I am ann@example.com", ip_hash="h1"),
+    BattleOpening("b2", "s1", "y", "x", "second", anony=False, ip_hash="h2", username="u"),
+    BattleOpening("b3", "s2", "x", "y", "third", username="v"),
+]
+
+
+def stored_openings(store: Store) -> list[list[tuple]]:
+    """Every row an opening writes, without the ids, times and numbers the store makes up."""
+    with store.cursor() as cursor:
+        return [
+            cursor.execute(sql).fetchall()
+            for sql in (
+                "SELECT id, ip_hash, username FROM sessions ORDER BY id",
+                "SELECT id, session_id, model_a, model_b, anony FROM battles ORDER BY id",
+                "SELECT battle_id, side, session_id, mode, model FROM conversations "
+                "ORDER BY battle_id, side",
+                "SELECT c.battle_id, c.side, m.turn, m.attempt, m.role, m.content, "
+                "m.content_scrubbed, m.scrubbed_by FROM messages m "
+                "JOIN conversations c ON c.id = m.conversation_id ORDER BY c.battle_id, c.side",
+            )
+        ]
+
+
+def test_open_battles_writes_what_one_call_per_row_writes(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "one") as one:
+        for o in OPENINGS:
+            one.record_session(o.session_id, ip_hash=o.ip_hash, username=o.username)
+            sides = one.start_battle(
+                battle_id=o.battle_id,
+                session_id=o.session_id,
+                model_a=o.model_a,
+                model_b=o.model_b,
+                anony=o.anony,
+            )
+            for conversation in sides:
+                one.add_user_message(conversation, turn=0, content=o.prompt)
+        expected = stored_openings(one)
+    with Store.open(tmp_path / "many") as many:
+        pairs = many.open_battles(OPENINGS)
+        assert stored_openings(many) == expected
+        assert expected[0][0] == ("s1", "h1", None), "a session keeps its first record"
+        assert "<EMAIL>" in expected[3][0][6]
+        with many.cursor() as cursor:
+            battles = cursor.execute(
+                "SELECT conversation_a, conversation_b FROM battles ORDER BY id"
+            ).fetchall()
+            # Numbered as one by one: each battle below its conversations, each of them below
+            # its messages (the export reads each table from its batch's lowest number on).
+            misordered = cursor.execute(
+                "SELECT count(*) FROM battles b JOIN conversations c ON c.battle_id = b.id "
+                "JOIN messages m ON m.conversation_id = c.id "
+                "WHERE NOT (b.seq < c.seq AND c.seq < m.seq)"
+            ).fetchone()
+        assert battles == pairs
+        assert misordered == (0,)
+        # The next turn goes on from there.
+        many.add_user_message(pairs[0][0], turn=1, content="more")
+
+
+def test_open_battles_writes_all_or_nothing(store: Store) -> None:
+    store.open_battles(OPENINGS[:1])
+    with pytest.raises(RecordRejected, match=r"\['b3', 'b1'\] were not recorded: .*b1"):
+        store.open_battles([OPENINGS[2], OPENINGS[0]])
+    with pytest.raises(RecordRejected, match="model_b must be a non-empty string"):
+        store.open_battles([BattleOpening("b9", "s9", "x", "", "hi")])
+    assert store.open_battles([]) == []
+    assert query(store.path, "SELECT id FROM battles") == [("b1",)]
+    assert query(store.path, "SELECT id FROM sessions") == [("s1",)]
+    assert query(store.path, "SELECT count(*) FROM messages") == [(2,)]
 
 
 def test_start_conversation_is_for_direct_chat_only(store: Store) -> None:

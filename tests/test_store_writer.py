@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 from arena.replies import Reply
-from arena.store import RecordRejected, Store, StoreError
-from arena.store.writer import StoreWriter
+from arena.store import BattleOpening, RecordRejected, Store, StoreError
+from arena.store.writer import BatchedWrite, StoreWriter
 
 
 def new_battle(store: Store) -> tuple[str, str]:
@@ -124,6 +124,62 @@ def test_a_write_that_raises_mid_batch_is_rolled_back_and_replayed_alone(store):
     # have without the writer; its batch attempt left no second copy.
     assert messages_of(store, a) == [(0, "user")]
     assert messages_of(store, b) == [(0, "user")]
+
+
+def opening(battle_id: str | None = None) -> BattleOpening:
+    return BattleOpening(
+        battle_id=battle_id or str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        model_a="a",
+        model_b="b",
+        prompt="q",
+    )
+
+
+def test_queued_calls_of_a_batched_write_run_as_one_call_in_order(store):
+    calls: list[list[BattleOpening]] = []
+
+    def open_battles(openings):
+        calls.append(list(openings))
+        return store.open_battles(openings)
+
+    open_many = BatchedWrite(open_battles)
+    a, _ = new_battle(store)
+    writer, counting, release = held_writer(store)
+    first = [opening() for _ in range(3)]
+    opened = [writer.submit(open_many, o) for o in first]
+    between = writer.submit(store.add_user_message, a, turn=0, content="q")
+    last = opening()
+    opened.append(writer.submit(open_many, last))
+    release.set()
+    pairs = [future.result(timeout=30) for future in opened]
+    writer.close()
+
+    assert counting.batches == 1
+    # A write between two runs of calls splits them: the writes keep their order.
+    assert calls == [first, [last]]
+    assert between.result()
+    with store.cursor() as cursor:
+        stored = dict(cursor.execute("SELECT id, conversation_a FROM battles").fetchall())
+    assert [stored[o.battle_id] for o in [*first, last]] == [a for a, _ in pairs]
+
+
+def test_a_failing_batched_call_is_replayed_item_by_item(store):
+    taken = opening()
+    store.open_battles([taken])
+    writer, _, release = held_writer(store)
+    open_many = BatchedWrite(store.open_battles)
+    before = writer.submit(open_many, opening())
+    duplicate = writer.submit(open_many, opening(taken.battle_id))
+    after = writer.submit(open_many, opening())
+    release.set()
+    writer.close()
+
+    assert len(before.result()) == 2 and len(after.result()) == 2
+    with pytest.raises(RecordRejected, match="were not recorded"):
+        duplicate.result()
+    with store.cursor() as cursor:
+        assert cursor.execute("SELECT count(*) FROM battles").fetchone() == (3,)
 
 
 def test_close_runs_every_submitted_write_and_then_refuses_more(store):
