@@ -523,6 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx2 logs every request at INFO: a line per reply in the app's log, which buries what
+    # matters; a failed reply is recorded with its error, and logged, by the services.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     sock = socket.socket(fileno=int(args[0]))
     with (
         contextlib.suppress(KeyboardInterrupt, ConnectionError),

@@ -55,7 +55,7 @@ def server() -> Iterator[DemoServer]:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_reply_through_the_worker_is_the_one_the_client_gives_in_process(server, protocol):
+def test_a_reply_through_the_worker_is_the_one_the_client_gives_in_process(server, protocol, capfd):
     model = entry("m", protocol)
     base = server.base_url("coder")
 
@@ -75,6 +75,8 @@ def test_a_reply_through_the_worker_is_the_one_the_client_gives_in_process(serve
     assert remote.ttft_s is not None and remote.total_s is not None
     # Coalesced: at 2 ms a token, a 25 ms tick carries several.
     assert remote_updates < direct_updates
+    # The worker writes to the app's log: not a line per request.
+    assert "HTTP Request" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
