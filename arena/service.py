@@ -22,7 +22,7 @@ from arena.battles import Battle, BattleError, Limits, Phase, Sampling, Side, dr
 from arena.categories import categorize
 from arena.config import GenerationParameters, ModelEntry, Registry
 from arena.replies import Message, Reply
-from arena.store import BattleOpening, Store, VoteRejected
+from arena.store import BattleOpening, ReplyRecord, Store, VoteRejected
 from arena.store.writer import BatchedWrite, StoreWriter
 from arena.votes import Winner
 
@@ -86,6 +86,7 @@ class BattleService:
         self._update_interval_s = update_interval_s
         self._writer = StoreWriter(store)
         self._opening = BatchedWrite(self._write_openings)
+        self._reply = BatchedWrite(self._write_replies)
         self._save_timeout_s = save_timeout_s
         self._reply_writes: dict[str, tuple[Future[None], ...]] = {}
         """Per battle, the writes of its latest replies that have not yet succeeded."""
@@ -365,17 +366,18 @@ class BattleService:
         it while the stream may still change the original)."""
         assert side.reply is not None
         reply = dataclasses.replace(side.reply)
-        return self._write(battle, turn, self._write_reply, side, reply, turn, attempt)
+        return self._write(battle, turn, self._reply, (side, reply, turn, attempt))
 
-    def _write_reply(self, side: Side, reply: Reply, turn: int, attempt: int) -> None:
-        """In the writer: one reply. The side's conversation id is set by then."""
-        self._store.add_reply(
-            side.conversation_id,
-            turn=turn,
-            attempt=attempt,
-            reply=reply,
-            parameters=_parameters(side),
+    def _write_replies(self, replies: Sequence[tuple[Side, Reply, int, int]]) -> list[None]:
+        """In the writer: replies, as (side, reply, turn, attempt), all at once (the replies
+        of a burst of battles end together). The sides' conversation ids are set by then."""
+        self._store.add_replies(
+            [
+                ReplyRecord(side.conversation_id, turn, attempt, reply, _parameters(side))
+                for side, reply, turn, attempt in replies
+            ]
         )
+        return [None] * len(replies)
 
 
 def _transcript(battle: Battle, side: Side) -> list[Message]:

@@ -314,7 +314,7 @@ def test_a_failed_reply_write_makes_the_vote_fail_and_nothing_is_stored(
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store, "add_reply", broken)
+    monkeypatch.setattr(store, "add_replies", broken)
     battle = service.new_battle(VISITOR)
     asyncio.run(drain(service.send(battle, "hi", VISITOR)))
     with pytest.raises(BattleError, match="could not be saved"):
@@ -329,13 +329,13 @@ def test_the_vote_buttons_need_not_wait_for_the_reply_writes_but_the_vote_does(
     clients = {n: ScriptedClient(n, tokens=3) for n in ("x", "y")}
     service = make_service(clients)
     written = []
-    add_reply = store.add_reply
+    add_replies = store.add_replies
 
-    def slow(*args, **kwargs):
+    def slow(records):
         time.sleep(0.3)  # a writer busy with other battles' writes
-        written.append(add_reply(*args, **kwargs))
+        written.extend(add_replies(records))
 
-    monkeypatch.setattr(store, "add_reply", slow)
+    monkeypatch.setattr(store, "add_replies", slow)
     battle = service.new_battle(VISITOR)
     asyncio.run(drain(service.send(battle, "hi", VISITOR)))
     assert battle.phase is Phase.READY and written == []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -23,6 +24,7 @@ from arena.store import (
     BattleOpening,
     LeaderboardSnapshot,
     RecordRejected,
+    ReplyRecord,
     Store,
     StoreError,
     StoreVersionError,
@@ -450,6 +452,74 @@ def test_replies_that_break_the_rules_are_refused(store: Store) -> None:
     with pytest.raises(RecordRejected, match="unknown conversation"):
         store.add_reply("nope", turn=0, attempt=0, reply=ok_reply("alpha", "x"), parameters={})
     assert query(store.path, "SELECT count(*) FROM messages WHERE role = 'assistant'") == [(2,)]
+
+
+def test_add_replies_stores_what_add_reply_stores(tmp_path: Path) -> None:
+    failed = Reply(
+        model="y",
+        text="Mail me at ann@example.com",
+        tokens=2,
+        ttft_s=0.5,
+        total_s=30.0,
+        error=ReplyError(ErrorKind.OVERLOADED, "Too busy.", status=429),
+        finished=True,
+    )
+    records = [
+        ReplyRecord("", 0, 0, ok_reply("x", "first"), {"top_p": 0.9}),
+        ReplyRecord("", 0, 0, failed, {}),
+        ReplyRecord("", 0, 1, ok_reply("x", "again"), {"max_new_tokens": 7}),
+    ]
+
+    def replies(store: Store, write: Callable[[list[ReplyRecord]], object]) -> list[tuple]:
+        [opened] = store.open_battles([BattleOpening("b1", "s1", "x", "y", "hi")])
+        sides = dict(zip("xy", opened, strict=True))
+        write([dataclasses.replace(r, conversation_id=sides[r.reply.model]) for r in records])
+        with store.cursor() as cursor:
+            return cursor.execute(
+                "SELECT c.side, m.turn, m.attempt, m.role, m.content, m.model, m.parameters, "
+                "m.ttft_ms, m.total_ms, m.tokens, m.finish_reason, m.error_kind, "
+                "m.error_message, m.error_status, m.finished, m.content_scrubbed, m.scrubbed_by "
+                "FROM messages m "
+                "JOIN conversations c ON c.id = m.conversation_id "
+                "WHERE m.role = 'assistant' ORDER BY c.side, m.attempt"
+            ).fetchall()
+
+    def one_by_one(store: Store, batch: list[ReplyRecord]) -> None:
+        for r in batch:
+            store.add_reply(
+                r.conversation_id,
+                turn=r.turn,
+                attempt=r.attempt,
+                reply=r.reply,
+                parameters=r.parameters,
+            )
+
+    with Store.open(tmp_path / "one") as one:
+        expected = replies(one, lambda batch: one_by_one(one, batch))
+    with Store.open(tmp_path / "many") as many:
+        assert replies(many, many.add_replies) == expected
+    assert [row[:3] for row in expected] == [("a", 0, 0), ("a", 0, 1), ("b", 0, 0)]
+    assert "<EMAIL>" in expected[2][-2]
+
+
+def test_add_replies_checks_each_reply_and_writes_all_or_nothing(store: Store) -> None:
+    conversation_a, _ = play(store, "b1", winner=None)
+    good = ReplyRecord(conversation_a, 0, 1, ok_reply("alpha", "better"), {})
+    refused = {
+        "which is with 'alpha'": ReplyRecord(conversation_a, 0, 1, ok_reply("beta", "x"), {}),
+        "no user message for turn 1": ReplyRecord(conversation_a, 1, 0, ok_reply("alpha", "x"), {}),
+        # The attempts of the records before it count: the good one is attempt 1.
+        "next is attempt 2, not 1": good,
+        "not JSON": ReplyRecord(conversation_a, 0, 2, ok_reply("alpha", "x"), {"f": object()}),
+        "unknown conversation": ReplyRecord("nope", 0, 0, ok_reply("alpha", "x"), {}),
+    }
+    for message, record in refused.items():
+        with pytest.raises(RecordRejected, match=message):
+            store.add_replies([good, record])
+    assert query(store.path, "SELECT count(*) FROM messages WHERE role = 'assistant'") == [(2,)]
+    [stored] = store.add_replies([good])
+    assert query(store.path, "SELECT content FROM messages WHERE id = ?", [stored]) == [("better",)]
+    assert store.add_replies([]) == []
 
 
 def test_votes_are_checked_against_the_battle(store: Store) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "DuplicateKeys",
     "LeaderboardSnapshot",
     "RecordRejected",
+    "ReplyRecord",
     "Store",
     "StoreError",
     "StoreVersionError",
@@ -79,6 +80,17 @@ class BattleOpening:
     anony: bool = True
     ip_hash: str | None = None
     username: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplyRecord:
+    """A reply as `Store.add_replies` records it, with what `Store.add_reply` takes."""
+
+    conversation_id: str
+    turn: int
+    attempt: int
+    reply: Reply
+    parameters: dict[str, Any]
 
 
 class VoteRecord(TypedDict):
@@ -493,19 +505,13 @@ class Store:
         ``attempt`` is 0 for the first reply to a turn and one more for each regeneration; the
         earlier attempts stay. ``reply.model`` must be the conversation's model.
         """
-        try:
-            parameters_json = json.dumps(parameters, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise RecordRejected(f"reply parameters are not JSON: {exc}") from exc
-        error = reply.error
+        values = _reply_values(reply, parameters)
         message_id = str(uuid.uuid4())
         with self._cursor() as cursor:
             row = _insert_checked(
                 cursor,
-                """
-                INSERT INTO messages (id, conversation_id, turn, attempt, role, content, model,
-                    parameters, ttft_ms, total_ms, tokens, finish_reason, error_kind,
-                    error_message, error_status, finished, content_scrubbed, scrubbed_by)
+                f"""
+                INSERT INTO messages (id, conversation_id, turn, attempt, role, {_REPLY_COLUMNS})
                 SELECT $id, c.id, $turn, $attempt, 'assistant', $content, $model, $parameters,
                     $ttft_ms, $total_ms, $tokens, $finish_reason, $error_kind, $error_message,
                     $error_status, $finished, $scrubbed, $scrubbed_by
@@ -526,24 +532,74 @@ class Store:
                     "conversation": conversation_id,
                     "turn": turn,
                     "attempt": attempt,
-                    "content": reply.text,
-                    "model": reply.model,
-                    "parameters": parameters_json,
-                    "ttft_ms": _ms(reply.ttft_s),
-                    "total_ms": _ms(reply.total_s),
-                    "tokens": reply.tokens,
-                    "finish_reason": reply.finish_reason,
-                    "error_kind": error.kind.value if error else None,
-                    "error_message": error.message if error else None,
-                    "error_status": error.status if error else None,
-                    "finished": reply.finished,
-                    **_scrubbed(reply.text),
+                    **values,
                 },
                 f"conversation {conversation_id!r} already has attempt {attempt} of turn {turn}",
             )
             if row is None:
                 self._explain_rejected_reply(cursor, conversation_id, turn, attempt, reply.model)
         return message_id
+
+    def add_replies(self, records: Sequence[ReplyRecord]) -> list[str]:
+        """Append many replies at once; returns their ids, in order.
+
+        Each is checked as by `add_reply`, counting the attempts of the records before it, and
+        all are written in one statement, all or nothing: the replies of a burst of battles end
+        together, and one statement each would cost the writer a core for a while (see
+        `open_battles`).
+        """
+        if not records:
+            return []
+        rows = [
+            [
+                str(uuid.uuid4()),
+                r.conversation_id,
+                r.turn,
+                r.attempt,
+                *_reply_values(r.reply, r.parameters).values(),
+            ]
+            for r in records
+        ]
+        conversations = sorted({r.conversation_id for r in records})
+        marks = ", ".join("?" * len(conversations))
+        with self._transaction() as cursor:
+            # IN lists of constants: DuckDB looks them up in the keys (migration 9).
+            models = dict(
+                cursor.execute(
+                    f"SELECT id, model FROM conversations WHERE id IN ({marks})", conversations
+                ).fetchall()
+            )
+            counts = {
+                (conversation, turn, role): count
+                for conversation, turn, role, count in cursor.execute(
+                    "SELECT conversation_id, turn, role, count(*) FROM messages "
+                    f"WHERE conversation_id IN ({marks}) GROUP BY ALL",
+                    conversations,
+                ).fetchall()
+            }
+            for r in records:
+                key = (r.conversation_id, r.turn)
+                if models.get(r.conversation_id) != r.reply.model or not counts.get((*key, "user")):
+                    self._explain_rejected_reply(
+                        cursor, r.conversation_id, r.turn, r.attempt, r.reply.model
+                    )
+                attempts = counts.get((*key, "assistant"), 0)
+                if r.attempt != attempts:
+                    raise RecordRejected(
+                        f"turn {r.turn} of conversation {r.conversation_id!r} has {attempts} "
+                        f"reply attempt(s), so the next is attempt {attempts}, not {r.attempt}"
+                    )
+                counts[(*key, "assistant")] = attempts + 1
+            try:
+                _insert_rows(
+                    cursor,
+                    f"INSERT INTO messages (id, conversation_id, turn, attempt, "
+                    f"{_REPLY_COLUMNS}, role) SELECT *, 'assistant' FROM (VALUES {{}})",
+                    rows,
+                )
+            except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
+                raise RecordRejected(f"the replies were not recorded: {exc}") from exc
+        return [row[0] for row in rows]
 
     def record_vote(
         self,
@@ -958,6 +1014,37 @@ def _fetch_one(
     row = cursor.execute(sql, parameters).fetchone()
     assert row is not None, "an aggregate query returns one row"
     return row
+
+
+_REPLY_COLUMNS = (
+    "content, model, parameters, ttft_ms, total_ms, tokens, finish_reason, error_kind, "
+    "error_message, error_status, finished, content_scrubbed, scrubbed_by"
+)
+"""The columns a reply fills beyond its place, in the order of `_reply_values`."""
+
+
+def _reply_values(reply: Reply, parameters: dict[str, Any]) -> dict[str, object]:
+    """A reply's values for `_REPLY_COLUMNS`, in order; `RecordRejected` if the parameters
+    are not JSON."""
+    try:
+        parameters_json = json.dumps(parameters, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RecordRejected(f"reply parameters are not JSON: {exc}") from exc
+    error = reply.error
+    return {
+        "content": reply.text,
+        "model": reply.model,
+        "parameters": parameters_json,
+        "ttft_ms": _ms(reply.ttft_s),
+        "total_ms": _ms(reply.total_s),
+        "tokens": reply.tokens,
+        "finish_reason": reply.finish_reason,
+        "error_kind": error.kind.value if error else None,
+        "error_message": error.message if error else None,
+        "error_status": error.status if error else None,
+        "finished": reply.finished,
+        **_scrubbed(reply.text),
+    }
 
 
 def _insert_rows(cursor: duckdb.DuckDBPyConnection, sql: str, rows: list[list[object]]) -> None:
