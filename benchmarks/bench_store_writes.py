@@ -1,11 +1,12 @@
-"""CPU the store spends on a burst of new battles: one call per row against `Store.open_battles`.
+"""CPU the store spends on a burst of battles: one call per row against the calls for many rows.
 
 A battle's first turn is a session, the battle, its two conversations and each side's user
 message. Written one call per row (`record_session`, `start_battle`, two `add_user_message`),
-that is six DuckDB statements a battle; `open_battles` writes a whole burst in four. Both run
-inside one `Store.batch()`, as the app's writer thread runs them, on the same fresh store, in
-alternating rounds, and the script prints the CPU time of each (the process's, so DuckDB's own
-threads count too) per battle.
+that is six DuckDB statements a battle; `Store.open_battles` writes a whole burst in four. Its
+two replies are two `add_reply` calls, or one `Store.add_replies` for the burst (three
+statements). Each way runs inside one `Store.batch()`, as the app's writer thread runs them, on
+the same fresh store, in alternating rounds, and the script prints the CPU time of each (the
+process's, so DuckDB's own threads count too) per battle.
 
     .venv/bin/python benchmarks/bench_store_writes.py                 # 100 battles, 5 rounds
     .venv/bin/python benchmarks/bench_store_writes.py --battles 250 --rounds 3
@@ -21,12 +22,16 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arena.store import BattleOpening, Store
+from arena.replies import Reply
+from arena.store import BattleOpening, ReplyRecord, Store
 
 PROMPT = "Explain how a hash table handles collisions, with an example in Python."
+ANSWER = "A hash table maps each key to a bucket; keys that collide share it. " * 20
+PARAMETERS = {"max_new_tokens": 512, "temperature": 0.7}
 
 
 def openings(count: int) -> list[BattleOpening]:
@@ -53,13 +58,31 @@ def one_call_per_row(store: Store, burst: Sequence[BattleOpening]) -> None:
             store.add_user_message(conversation, turn=0, content=o.prompt)
 
 
-def cpu_ms_per_battle(
-    store: Store, write: Callable[[Store, Sequence[BattleOpening]], object], count: int
-) -> float:
-    burst = openings(count)
+def add_reply_per_row(store: Store, records: Sequence[ReplyRecord]) -> None:
+    for r in records:
+        store.add_reply(
+            r.conversation_id,
+            turn=r.turn,
+            attempt=r.attempt,
+            reply=r.reply,
+            parameters=r.parameters,
+        )
+
+
+def replies_to(store: Store, count: int) -> list[ReplyRecord]:
+    """The two replies of each of ``count`` new battles."""
+    pairs = store.open_battles(openings(count))
+    return [
+        ReplyRecord(conversation, 0, 0, Reply(model=model, text=ANSWER, tokens=100), PARAMETERS)
+        for pair in pairs
+        for conversation, model in zip(pair, ("model-a", "model-b"), strict=True)
+    ]
+
+
+def cpu_ms(store: Store, write: Callable[[Store, Any], object], rows: Any, count: int) -> float:
     start = time.process_time()
     with store.batch():
-        write(store, burst)
+        write(store, rows)
     return (time.process_time() - start) * 1000 / count
 
 
@@ -70,25 +93,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.battles < 1 or args.rounds < 1:
         parser.error("--battles and --rounds must be positive")
-    ways: dict[str, Callable[[Store, Sequence[BattleOpening]], object]] = {
-        "one call per row (baseline)": one_call_per_row,
-        "Store.open_battles": Store.open_battles,
+    ways: dict[str, tuple[Callable[[Store, Any], object], Callable[[Store, int], Any]]] = {
+        "openings, one call per row": (one_call_per_row, lambda _, n: openings(n)),
+        "Store.open_battles": (Store.open_battles, lambda _, n: openings(n)),
+        "replies, add_reply per row": (add_reply_per_row, replies_to),
+        "Store.add_replies": (Store.add_replies, replies_to),
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
     with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder)) as store:
-        cpu_ms_per_battle(store, Store.open_battles, 10)  # the first statements pay one-off costs
+        store.open_battles(openings(10))  # the first statements pay one-off costs
         for _ in range(args.rounds):
-            for name, write in ways.items():
-                times[name].append(cpu_ms_per_battle(store, write, args.battles))
-    print(f"A burst of {args.battles} new battles, {args.rounds} rounds each, in one batch:")
-    baseline = statistics.median(times["one call per row (baseline)"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        versus = "" if median == baseline else f", {baseline / median:.1f}x less than the baseline"
-        print(
-            f"  {name:28s} CPU per battle: median {median:6.2f} ms "
-            f"(min {min(values):.2f}, max {max(values):.2f}){versus}"
-        )
+            for name, (write, rows) in ways.items():
+                burst = rows(store, args.battles)
+                times[name].append(cpu_ms(store, write, burst, args.battles))
+    print(f"A burst of {args.battles} battles, {args.rounds} rounds each, in one batch:")
+    names = list(ways)
+    for baseline_name, name in zip(names[::2], names[1::2], strict=True):
+        baseline = statistics.median(times[baseline_name])
+        for label in (baseline_name, name):
+            median = statistics.median(times[label])
+            versus = "" if label == baseline_name else f", {baseline / median:.1f}x less"
+            values = times[label]
+            print(
+                f"  {label:28s} CPU per battle: median {median:6.2f} ms "
+                f"(min {min(values):.2f}, max {max(values):.2f}){versus}"
+            )
     return 0
 
 
