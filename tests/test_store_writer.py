@@ -161,7 +161,7 @@ def test_queued_calls_of_a_batched_write_run_as_one_call_in_order(store):
     assert between.result()
     with store.cursor() as cursor:
         stored = dict(cursor.execute("SELECT id, conversation_a FROM battles").fetchall())
-    assert [stored[o.battle_id] for o in [*first, last]] == [a for a, _ in pairs]
+    assert [stored[o.battle_id] for o in [*first, last]] == [side_a for side_a, _ in pairs]
 
 
 def test_a_failing_batched_call_is_replayed_item_by_item(store):
