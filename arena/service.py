@@ -21,6 +21,7 @@ from typing import Protocol
 from arena.battles import Battle, BattleError, Limits, Phase, Sampling, Side, draw_pair, pick_pair
 from arena.categories import categorize
 from arena.config import GenerationParameters, ModelEntry, Registry
+from arena.export.terms import TERMS_VERSION
 from arena.replies import Message, Reply
 from arena.store import BattleOpening, ReplyRecord, Store, VoteRejected
 from arena.store.writer import BatchedWrite, StoreWriter
@@ -103,12 +104,21 @@ class BattleService:
         return Battle(session_id=visitor.session_id, models=pair)
 
     async def send(
-        self, battle: Battle, prompt: str, visitor: Visitor, sampling: Sampling | None = None
+        self,
+        battle: Battle,
+        prompt: str,
+        visitor: Visitor,
+        sampling: Sampling | None = None,
+        *,
+        share: bool | None = None,
     ) -> AsyncIterator[Battle]:
         """Send a user message to both sides and stream their replies.
 
         ``sampling`` is the user's choice of generation parameters, for named battles only.
-        Raises `BattleError` before the first update if the battle cannot take this message.
+        ``share`` is the visitor's data-sharing choice (None: none) made before the session
+        had an id: a battle's first message records it with the battle, unless the session
+        has a choice by then. Raises `BattleError` before the first update if the battle
+        cannot take this message.
         """
         self._check_owner(battle, visitor)
         battle.check_can_send(prompt, self.limits)
@@ -127,7 +137,7 @@ class BattleService:
         battle.attempt = 0
         turn = battle.turns - 1
         if opening:
-            written = self._write(battle, turn, self._opening, (battle, visitor))
+            written = self._write(battle, turn, self._opening, (battle, visitor, share))
         else:
             written = self._write(battle, turn, self._write_turn, battle, turn)
         async for update in self._stream_both(battle, parameters, written):
@@ -232,11 +242,13 @@ class BattleService:
             return draw_pair(self._registry.battle_candidates, self._rng)
         return battle.models
 
-    def _write_openings(self, openings: Sequence[tuple[Battle, Visitor]]) -> list[None]:
-        """In the writer: new battles with their sessions and first user messages, all at once
-        (a burst of battles queues many)."""
+    def _write_openings(
+        self, openings: Sequence[tuple[Battle, Visitor, bool | None]]
+    ) -> list[None]:
+        """In the writer: new battles with their sessions, choices and first user messages, all
+        at once (a burst of battles queues many)."""
         records = []
-        for battle, visitor in openings:
+        for battle, visitor, share in openings:
             assert battle.sides is not None
             records.append(
                 BattleOpening(
@@ -248,10 +260,12 @@ class BattleService:
                     anony=battle.anony,
                     ip_hash=visitor.ip_hash,
                     username=visitor.username,
+                    share=share,
+                    terms_version=TERMS_VERSION,
                 )
             )
         pairs = self._store.open_battles(records)
-        for (battle, _), (side_a, side_b) in zip(openings, pairs, strict=True):
+        for (battle, _, _), (side_a, side_b) in zip(openings, pairs, strict=True):
             assert battle.sides is not None
             battle.sides[0].conversation_id, battle.sides[1].conversation_id = side_a, side_b
         return [None] * len(openings)

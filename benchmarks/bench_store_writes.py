@@ -1,8 +1,9 @@
 """CPU the store spends on a burst of battles: one call per row against the calls for many rows.
 
-A battle's first turn is a session, the battle, its two conversations and each side's user
-message. Written one call per row (`record_session`, `start_battle`, two `add_user_message`),
-that is six DuckDB statements a battle; `Store.open_battles` writes a whole burst in four. Its
+A battle's first turn is a session, its data-sharing choice, the battle, its two conversations
+and each side's user message. Written one call per row (`record_consent`, `record_session`,
+`start_battle`, two `add_user_message`), that is seven DuckDB statements a battle;
+`Store.open_battles` writes a whole burst in five. Its
 two replies are two `add_reply` calls, or one `Store.add_replies` for the burst (three
 statements). Each way runs inside one `Store.batch()`, as the app's writer thread runs them, on
 the same fresh store, in alternating rounds, and the script prints the CPU time of each (the
@@ -26,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from arena.export.terms import TERMS_VERSION
 from arena.replies import Reply
 from arena.store import BattleOpening, ReplyRecord, Store
 
@@ -43,6 +45,8 @@ def openings(count: int) -> list[BattleOpening]:
             model_b="model-b",
             prompt=PROMPT,
             ip_hash="0" * 64,
+            share=True,
+            terms_version=TERMS_VERSION,
         )
         for _ in range(count)
     ]
@@ -50,6 +54,8 @@ def openings(count: int) -> list[BattleOpening]:
 
 def one_call_per_row(store: Store, burst: Sequence[BattleOpening]) -> None:
     for o in burst:
+        assert o.share is not None and o.terms_version is not None
+        store.record_consent(o.session_id, share=o.share, terms_version=o.terms_version)
         store.record_session(o.session_id, ip_hash=o.ip_hash, username=o.username)
         sides = store.start_battle(
             battle_id=o.battle_id, session_id=o.session_id, model_a=o.model_a, model_b=o.model_b

@@ -11,6 +11,7 @@ import pytest
 
 from arena.battles import BattleError, Limits, Phase, Sampling
 from arena.config import GenerationParameters, Registry
+from arena.export.terms import TERMS_VERSION
 from arena.replies import ErrorKind, Message, Reply, ReplyError
 from arena.service import BattleService, Visitor
 from arena.store import Store
@@ -280,6 +281,39 @@ def test_the_models_are_asked_before_the_store_has_written_the_turn(
         for turn, prompt in enumerate(("first", "second"))
         for role, content in (("user", prompt), ("assistant", f"{name}0 {name}1 {name}2 "))
     ]
+
+
+def test_a_choice_made_before_the_first_message_is_written_with_the_battle(make_service, store):
+    service = make_service({n: ScriptedClient(n, tokens=3) for n in ("x", "y")})
+    battle = service.new_battle(VISITOR)
+    asyncio.run(drain(service.send(battle, "hi", VISITOR, share=True)))
+    # A later opening never overrides the recorded choice, whatever it carries.
+    service.vote(battle, Winner.TIE, VISITOR)
+    asyncio.run(drain(service.send(service.new_battle(VISITOR), "again", VISITOR, share=False)))
+    service.flush()
+    consent = store.consent_of(VISITOR.session_id)
+    assert consent is not None
+    assert (consent["share"], consent["terms_version"]) == (True, TERMS_VERSION)
+
+
+def test_a_choice_recorded_while_the_battle_is_being_written_wins(make_service, store, monkeypatch):
+    service = make_service({n: ScriptedClient(n, tokens=3) for n in ("x", "y")})
+    open_battles = store.open_battles
+    changed_mind = False
+
+    def slow_open_battles(openings):
+        # The visitor clicks "Don't share" while the burst's openings are still queued.
+        nonlocal changed_mind
+        store.record_consent(VISITOR.session_id, share=False, terms_version=TERMS_VERSION)
+        changed_mind = True
+        return open_battles(openings)
+
+    monkeypatch.setattr(store, "open_battles", slow_open_battles)
+    battle = service.new_battle(VISITOR)
+    asyncio.run(drain(service.send(battle, "hi", VISITOR, share=True)))
+    service.flush()
+    assert changed_mind
+    assert store.consent_of(VISITOR.session_id)["share"] is False  # type: ignore[index]
 
 
 def test_a_failed_store_write_ends_the_stream_with_its_error_and_is_logged(

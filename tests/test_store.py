@@ -364,6 +364,21 @@ def test_open_battles_writes_all_or_nothing(store: Store) -> None:
     assert query(store.path, "SELECT count(*) FROM messages") == [(2,)]
 
 
+def test_open_battles_records_a_choice_only_for_a_session_without_one(store: Store) -> None:
+    store.record_consent("s1", share=False, terms_version="old")
+    store.open_battles(
+        [
+            BattleOpening("b1", "s1", "x", "y", "hi", share=True, terms_version="v2"),
+            BattleOpening("b2", "s2", "x", "y", "hi", share=True, terms_version="v2"),
+            BattleOpening("b3", "s3", "x", "y", "hi"),
+        ]
+    )
+    consents = query(store.path, "SELECT session_id, share, terms_version FROM consents ORDER BY 1")
+    assert consents == [("s1", False, "old"), ("s2", True, "v2")]
+    with pytest.raises(RecordRejected, match="terms_version must be a non-empty string"):
+        store.open_battles([BattleOpening("b4", "s4", "x", "y", "hi", share=False)])
+
+
 def test_start_conversation_is_for_direct_chat_only(store: Store) -> None:
     store.record_session("s1", ip_hash=None, username=None)
     conversation = store.start_conversation(session_id="s1", mode="direct", model="x")

@@ -80,6 +80,11 @@ class BattleOpening:
     anony: bool = True
     ip_hash: str | None = None
     username: str | None = None
+    share: bool | None = None
+    """The session's data-sharing choice made before this message (None: none), recorded under
+    ``terms_version`` only if the session has none by then: a choice made later is recorded at
+    once, and must win whichever of the two writes lands first."""
+    terms_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -377,7 +382,8 @@ class Store:
         conversation_b), in order.
 
         The same rows as `record_session`, `start_battle` and each side's `add_user_message` of
-        turn 0, in four statements whatever the number of battles: a DuckDB statement costs
+        turn 0, and the sessions' choices (see `BattleOpening.share`), in at most five
+        statements whatever the number of battles: a DuckDB statement costs
         about half a millisecond of CPU here, and a burst of new battles would otherwise spend
         a core on them while their replies start. All or nothing: a battle id already stored
         (or a row another thread is writing) is `RecordRejected`, and nothing is written.
@@ -385,6 +391,7 @@ class Store:
         if not openings:
             return []
         sessions: dict[str, list[object]] = {}
+        consents: dict[str, list[object]] = {}
         battles, conversations, messages = [], [], []
         ids = []
         for o in openings:
@@ -392,6 +399,9 @@ class Store:
                 _require_id(name, getattr(o, name))
             # The first record of a session is kept, as by record_session.
             sessions.setdefault(o.session_id, [o.session_id, o.ip_hash, o.username])
+            if o.share is not None:
+                _require_id("terms_version", o.terms_version)
+                consents.setdefault(o.session_id, [o.session_id, o.share, o.terms_version])
             pair = (str(uuid.uuid4()), str(uuid.uuid4()))
             ids.append(pair)
             mode = "battle" if o.anony else "side_by_side"
@@ -408,6 +418,13 @@ class Store:
                     "ON CONFLICT (id) DO NOTHING",
                     list(sessions.values()),
                 )
+                if consents:
+                    _insert_rows(
+                        cursor,
+                        "INSERT INTO consents (session_id, share, terms_version) VALUES {} "
+                        "ON CONFLICT (session_id) DO NOTHING",
+                        list(consents.values()),
+                    )
                 # Battles before their conversations, so they are numbered below them
                 # (migration 12), as by start_battle.
                 _insert_rows(
@@ -993,7 +1010,7 @@ class Store:
         )
 
 
-def _require_id(name: str, value: str) -> None:
+def _require_id(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise RecordRejected(f"{name} must be a non-empty string, not {value!r}")
 

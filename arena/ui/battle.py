@@ -6,7 +6,6 @@ service returns. Element ids are stable for tests and automation.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
@@ -334,11 +333,11 @@ class BattleTab(VotingTab):
             return
         visitor = visitor_for(battle, request, self._identity)
         if battle is None:
-            # The session gets its id now: record the choice made before it had one.
-            await asyncio.to_thread(self._consent.record, visitor.session_id, consent)
             battle = self._service.new_battle(visitor)
         before = battle.phase
-        updates = self._service.send(battle, prompt, visitor)
+        # The session gets its id with its first battle: the choice made before it had one is
+        # written with that battle (off the first token's path, as one write of a burst).
+        updates = self._service.send(battle, prompt, visitor, share=consent)
         try:
             first = await anext(updates)
         except BattleError as error:

@@ -131,12 +131,8 @@ class ConsentNotice:
         )
 
     def record(self, session_id: str, share: bool | None) -> None:
-        """Record a choice made before the session had an id (None: no choice, nothing to do)."""
+        """Record a choice (None: no choice, nothing to do). The battle tabs pass a choice made
+        before the session had an id to `BattleService.send` instead, which writes it with the
+        session's battle."""
         if share is not None:
             self._store.record_consent(session_id, share=share, terms_version=TERMS_VERSION)
-
-    def record_if_new(self, session_id: str, share: bool | None) -> None:
-        """Record a choice held in the tab's state unless the session has one already (a choice
-        made while the session had an id was recorded then, and may be newer)."""
-        if share is not None and self._store.consent_of(session_id) is None:
-            self.record(session_id, share)

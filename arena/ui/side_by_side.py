@@ -9,7 +9,6 @@ models offered here, the parameters' bounds, the vote). Named votes are stored w
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -331,18 +330,21 @@ class SideBySideTab(VotingTab):
             yield self._view(battle)
             return
         visitor = visitor_for(battle, request, self._identity)
-        if battle is None or not battle.turns:
-            # The session may have got its id from a model pick after the choice: record it at
-            # a round's first message (a choice made later is recorded when it is made).
-            await asyncio.to_thread(self._consent.record_if_new, visitor.session_id, consent)
         renamed = battle is None or _names(battle.models) != (model_a, model_b)
         try:
             if renamed:
                 # Other models than the battle's (a raw call, or a refused pick): a new round.
                 battle = self._service.new_side_by_side(visitor, model_a, model_b)
             before = battle.phase
+            # The session may have got its id from a model pick after the choice: a round's
+            # first message records it with the battle, unless the session has one by then (a
+            # choice made later is recorded when it is made).
             updates = self._service.send(
-                battle, prompt, visitor, Sampling(temperature, top_p, max_new_tokens)
+                battle,
+                prompt,
+                visitor,
+                Sampling(temperature, top_p, max_new_tokens),
+                share=consent,
             )
             first = await anext(updates)
         except BattleError as error:
