@@ -16,6 +16,7 @@ from typing import cast
 import duckdb
 import pytest
 
+import arena.store as arena_store
 from arena import pii
 from arena.privacy import hash_ip
 from arena.replies import ErrorKind, Reply, ReplyError
@@ -377,6 +378,32 @@ def test_open_battles_records_a_choice_only_for_a_session_without_one(store: Sto
     assert consents == [("s1", False, "old"), ("s2", True, "v2")]
     with pytest.raises(RecordRejected, match="terms_version must be a non-empty string"):
         store.open_battles([BattleOpening("b4", "s4", "x", "y", "hi", share=False)])
+
+
+def test_a_choice_committed_while_open_battles_writes_is_kept_and_the_battle_too(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_rows = arena_store._insert_rows
+    clicks: list[str] = []
+
+    def insert_then_click(cursor, sql, rows):
+        insert_rows(cursor, sql, rows)
+        if "INTO consents" in sql and not clicks:
+            # "Don't share", clicked in another thread, commits before this transaction does.
+            click = threading.Thread(
+                target=store.record_consent,
+                args=("s1",),
+                kwargs={"share": False, "terms_version": "v2"},
+            )
+            click.start()
+            click.join()
+            clicks.append("clicked")
+
+    monkeypatch.setattr(arena_store, "_insert_rows", insert_then_click)
+    store.open_battles([BattleOpening("b1", "s1", "x", "y", "hi", share=True, terms_version="v2")])
+    assert clicks == ["clicked"]
+    assert query(store.path, "SELECT session_id, share FROM consents") == [("s1", False)]
+    assert query(store.path, "SELECT id FROM battles") == [("b1",)]
 
 
 def test_start_conversation_is_for_direct_chat_only(store: Store) -> None:

@@ -410,7 +410,8 @@ class Store:
             for conversation, model, side in zip(pair, (o.model_a, o.model_b), "ab", strict=True):
                 conversations.append([conversation, o.session_id, mode, model, o.battle_id, side])
                 messages.append([str(uuid.uuid4()), conversation, o.prompt, *scrubbed.values()])
-        try:
+
+        def write() -> None:
             with self._transaction() as cursor:
                 _insert_rows(
                     cursor,
@@ -445,7 +446,18 @@ class Store:
                     "scrubbed_by, turn, attempt, role) SELECT *, 0, 0, 'user' FROM (VALUES {})",
                     messages,
                 )
-        except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
+
+        errors = (duckdb.ConstraintException, duckdb.TransactionException)
+        try:
+            try:
+                write()
+            except errors:
+                if self._batch_cursor() is not None:
+                    raise  # the writer replays the batch's writes one by one
+                # A session's choice clicked meanwhile commits first and fails this write on its
+                # key: once more, and ON CONFLICT then sees it.
+                write()
+        except errors as exc:
             ids_given = [o.battle_id for o in openings]
             raise RecordRejected(f"battles {ids_given!r} were not recorded: {exc}") from exc
         return ids
