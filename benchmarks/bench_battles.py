@@ -479,6 +479,9 @@ class Endpoint:
     """Position of the prompt textbox among the inputs; the others (server-side state) get null."""
     panes: tuple[int, int]
     """Positions of the two chatbots among the outputs."""
+    choice: tuple[int, int | None] | None = None
+    """``/consent_share`` or ``/consent_private`` (fn index, trigger id), clicked by each session
+    before its battle when ``--consent`` asks for it."""
 
     def data(self, prompt: str) -> list[str | None]:
         values: list[str | None] = [None] * self.inputs
@@ -486,8 +489,16 @@ class Endpoint:
         return values
 
 
-def discover(url: str) -> Endpoint:
+def discover(url: str, consent: str = "none") -> Endpoint:
     config = httpx.get(f"{url}/config", timeout=10).json()
+    choice = None
+    if consent != "none":
+        for index, dep in enumerate(config["dependencies"]):
+            if dep.get("api_name") == f"consent_{consent}":
+                trigger = dep["targets"][0][0] if dep.get("targets") else None
+                choice = (dep.get("id", index), trigger)
+        if choice is None:
+            raise SystemExit(f"the app has no /consent_{consent} endpoint")
     components = {c["id"]: c for c in config["components"]}
 
     def elem_id(component_id: int) -> str | None:
@@ -505,7 +516,9 @@ def discover(url: str) -> Endpoint:
                 " (#chatbot-a, #chatbot-b): update benchmarks/bench_battles.py"
             )
         trigger = dep["targets"][0][0] if dep.get("targets") else None
-        return Endpoint(dep.get("id", index), trigger, len(inputs), texts[0], (panes[0], panes[1]))
+        return Endpoint(
+            dep.get("id", index), trigger, len(inputs), texts[0], (panes[0], panes[1]), choice
+        )
     raise SystemExit("the app has no /battle_send endpoint")
 
 
@@ -556,10 +569,10 @@ async def app_battle(
     expected: str,
     deadline_s: float,
     run_t0: float,
+    session: str,
 ) -> BattleResult:
     """One browser session sending one message, read from the queue's event stream."""
     result = BattleResult()
-    session = uuid.uuid4().hex[:11]
     outputs: list[Any] | None = None
     t0 = time.perf_counter()
     join = {
@@ -636,6 +649,27 @@ async def app_battle(
     return result
 
 
+async def choose(http: httpx.AsyncClient, endpoint: Endpoint, session: str) -> None:
+    """Click the data-sharing choice in ``session``, as a visitor does before typing."""
+    assert endpoint.choice is not None
+    fn_index, trigger = endpoint.choice
+    join = {"data": [None], "fn_index": fn_index, "trigger_id": trigger, "session_hash": session}
+    response = await http.post("/gradio_api/queue/join", json=join)
+    if response.status_code != 200:
+        raise SystemExit(f"consent join: HTTP {response.status_code} {response.text[:200]}")
+    params = {"session_hash": session}
+    async with http.stream("GET", "/gradio_api/queue/data", params=params) as stream:
+        async for line in stream.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = _loads(line[5:])
+            if message.get("msg") == "process_completed":
+                if not message.get("success", True):
+                    raise SystemExit(f"consent: {message.get('output')}")
+                return
+    raise SystemExit("consent: the event stream ended before process_completed")
+
+
 async def _after(delay_s: float, battle: Awaitable[BattleResult]) -> BattleResult:
     await asyncio.sleep(delay_s)
     return await battle
@@ -687,13 +721,19 @@ async def run_app(
     prompts = [prompt_for(tag, i) for i in range(n)]
     expected = [expected_text(p, tokens) for p in prompts]
     timeout = httpx.Timeout(60.0, read=None)  # the SSE stream is bounded by the battle deadline
+    sessions = [uuid.uuid4().hex[:11] for _ in range(n)]
     async with clients(n, base_url=url, timeout=timeout) as https:
+        if endpoint.choice is not None:
+            pairs = zip(https, sessions, strict=True)
+            await asyncio.gather(*(choose(http, endpoint, session) for http, session in pairs))
         t0 = time.perf_counter()
         deadline = timeout_s(tokens, latency_ms)
         results = await asyncio.gather(
             *(
-                _after(start_delay(i, n, ramp_s), app_battle(http, endpoint, p, e, deadline, t0))
-                for i, (http, p, e) in enumerate(zip(https, prompts, expected, strict=True))
+                _after(start_delay(i, n, ramp_s), app_battle(http, endpoint, p, e, deadline, t0, s))
+                for i, (http, p, e, s) in enumerate(
+                    zip(https, prompts, expected, sessions, strict=True)
+                )
             )
         )
     return list(results), max(r.end_at or 0.0 for r in results)
@@ -953,6 +993,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=ROOT / "app.py",
         help="the app script to run (default app.py; another one to compare a candidate change)",
     )
+    parser.add_argument(
+        "--consent",
+        choices=("none", "share", "private"),
+        default="none",
+        help="the data-sharing choice each session clicks before its battle (default none: no"
+        " choice, as an API client; a visitor's choice is written with their first battle)",
+    )
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     parser.add_argument(
         "--profile-app",
@@ -1002,7 +1049,7 @@ async def bench(args: argparse.Namespace, work: Path, procs: Processes) -> None:
     app = start_app(procs, work, models, port, args)
     url = f"http://127.0.0.1:{port}"
     print(f"app pid {app.pid}: {url} (ready in {time.perf_counter() - t:.1f} s)")
-    endpoint = discover(url)
+    endpoint = discover(url, args.consent)
 
     ideal_runs = []
     for i in range(args.ideal_runs):
