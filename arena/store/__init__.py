@@ -69,8 +69,8 @@ class VoteRejected(RecordRejected):
 
 @dataclass(frozen=True)
 class BattleOpening:
-    """A battle's first turn as `Store.open_battles` records it: the session, the battle, and the
-    prompt both sides were sent."""
+    """A battle's first turn as `Store.open_battles` records it: the session and its choice, the
+    battle, and the prompt both sides were sent."""
 
     battle_id: str
     session_id: str
@@ -386,7 +386,8 @@ class Store:
         statements whatever the number of battles: a DuckDB statement costs
         about half a millisecond of CPU here, and a burst of new battles would otherwise spend
         a core on them while their replies start. All or nothing: a battle id already stored
-        (or a row another thread is writing) is `RecordRejected`, and nothing is written.
+        is `RecordRejected`, and nothing is written. Outside a batch, a write that fails on a
+        row another thread committed meanwhile is tried once more.
         """
         if not openings:
             return []
@@ -614,10 +615,7 @@ class Store:
                     )
                 attempts = counts.get((*key, "assistant"), 0)
                 if r.attempt != attempts:
-                    raise RecordRejected(
-                        f"turn {r.turn} of conversation {r.conversation_id!r} has {attempts} "
-                        f"reply attempt(s), so the next is attempt {attempts}, not {r.attempt}"
-                    )
+                    raise _out_of_order(r.conversation_id, r.turn, attempts, r.attempt)
                 counts[(*key, "assistant")] = attempts + 1
             try:
                 _insert_rows(
@@ -1016,15 +1014,19 @@ class Store:
             raise RecordRejected(
                 f"conversation {conversation_id!r} has no user message for turn {turn} to reply to"
             )
-        raise RecordRejected(
-            f"turn {turn} of conversation {conversation_id!r} has {attempts} reply attempt(s), "
-            f"so the next is attempt {attempts}, not {attempt}"
-        )
+        raise _out_of_order(conversation_id, turn, attempts, attempt)
 
 
 def _require_id(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise RecordRejected(f"{name} must be a non-empty string, not {value!r}")
+
+
+def _out_of_order(conversation_id: str, turn: int, attempts: int, attempt: int) -> RecordRejected:
+    return RecordRejected(
+        f"turn {turn} of conversation {conversation_id!r} has {attempts} reply attempt(s), "
+        f"so the next is attempt {attempts}, not {attempt}"
+    )
 
 
 def _scrubbed(content: str) -> dict[str, str | None]:
