@@ -9,7 +9,7 @@ the batch is rolled back and replayed one write at a time, each in its own trans
 there were no batching.
 
 A `BatchedWrite` goes further: consecutive queued calls of it run as one call for all of them
-(`Store.open_battles` writes a burst of new battles in four statements instead of six each).
+(`Store.open_battles` writes a burst of new battles in five statements instead of seven each).
 """
 
 from __future__ import annotations
