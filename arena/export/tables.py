@@ -76,8 +76,9 @@ WHERE m.seq >= $since AND p.text_shared AND m.scrubbed_by IS DISTINCT FROM $vers
 """
 
 _SIDES = """
--- The conversations of the batch's battles, numbered in the conversations config's order: the
--- messages are read sorted by this position, so each conversation's list is a range of rows.
+-- The conversations of the batch's battles, numbered in the conversations config's order:
+-- arena.export.lists sorts the messages by this position, so each conversation's list is a
+-- range of rows.
 CREATE OR REPLACE TEMP TABLE export_sides AS
 SELECT (row_number() OVER (ORDER BY epoch(c.created_at), c.id) - 1)::INTEGER AS position,
     c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model, v.judge,
@@ -95,11 +96,11 @@ SELECT coalesce(min(seq), 0) FROM export_sides
 
 
 def _messages(scrubbed_here: bool) -> str:
-    """SQL: every message of the batch's battle conversations in one scan, sorted by
-    conversation, turn, user before reply, attempt (arena.export.lists cuts the lists out of
-    it). Turns and failures count every conversation, shared or not; text only comes from
-    sessions that share. Without ``scrubbed_here`` (the export scrubbed nothing: every shared
-    message has its stored copy) no join with export_scrubbed, a quarter of the scan's cost."""
+    """SQL: every message of the batch's battle conversations in one scan, in no order
+    (arena.export.lists sorts them and cuts the lists out of them). Turns and failures count
+    every conversation, shared or not; text only comes from sessions that share. Without
+    ``scrubbed_here`` (the export scrubbed nothing: every shared message has its stored copy)
+    no join with export_scrubbed, a quarter of the scan's cost."""
     content = _CONTENT if scrubbed_here else _CONTENT.replace("ELSE s.content END", "END")
     join = "LEFT JOIN export_scrubbed s ON s.id = m.id" if scrubbed_here else ""
     return f"""
@@ -110,7 +111,6 @@ def _messages(scrubbed_here: bool) -> str:
     JOIN export_sides p ON p.conversation_id = m.conversation_id
     {join}
     WHERE m.seq >= $since
-    ORDER BY p.position, m.turn, reply, m.attempt
     """
 
 
