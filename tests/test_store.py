@@ -911,3 +911,28 @@ def test_migrating_a_version_11_file_leaves_old_votes_and_batches_without_number
     assert votes[0] == ("b0", 0, None) and mark is None
     assert votes[1][0] == "b1" and votes[1][1] > votes[1][2] == battle["b1"] > 0
     assert all(seq > battle["b1"] for seq in sides), "a battle is numbered below its sides"
+
+
+def test_migrating_a_version_12_file_keeps_the_batches_rows_without_a_key(
+    tmp_path: Path,
+) -> None:
+    # Migration 13. Plans assign each row once by construction (tests/test_export.py publishes
+    # every vote exactly once through retries and crashes), so export_rows loses the primary key
+    # whose index cost a first batch of 1M votes 2 s; its CHECK on kinds stays.
+    path = tmp_path / "arena.duckdb"
+    with duckdb.connect(str(path)) as con:
+        assert migrate(con, path, MIGRATIONS[:12]) == 12
+        con.execute(
+            "INSERT INTO export_rows VALUES "
+            "('local', 'vote', 'v1', 1), ('local', 'direct', 'c1', 2)"
+        )
+        assert migrate(con, path) == LATEST_VERSION
+        rows = con.execute("SELECT * FROM export_rows ORDER BY batch").fetchall()
+        assert rows == [("local", "vote", "v1", 1), ("local", "direct", "c1", 2)]
+        keys = con.execute(
+            "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'export_rows' "
+            "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+        ).fetchall()
+        assert keys == []
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute("INSERT INTO export_rows VALUES ('local', 'nonsense', 'x', 3)")

@@ -376,6 +376,29 @@ def _number_votes(con: DuckDBPyConnection) -> None:
     )
 
 
+def _drop_export_rows_key(con: DuckDBPyConnection) -> None:
+    # export_rows' primary key never fires: a plan assigns only rows no batch of its target
+    # holds (votes above the last watermark, or not matched yet; snapshots, deletions and direct
+    # chats not matched yet), one job at a time (arena.export.push.EXPORT_LOCK), and a restore
+    # writes each published row once. Its index cost a first batch of 1M votes 2 s of its plan
+    # (0.4 s without), and a restore of 1M about 1 s of key building. DuckDB cannot drop a
+    # constraint: the table is rebuilt.
+    kinds = ", ".join(f"'{kind}'" for kind in EXPORT_KINDS_V7)
+    con.execute(
+        f"""
+        CREATE TABLE export_rows_v13 (
+            target VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL CHECK (kind IN ({kinds})),
+            row_id VARCHAR NOT NULL,
+            batch INTEGER NOT NULL
+        );
+        INSERT INTO export_rows_v13 SELECT target, kind, row_id, batch FROM export_rows;
+        DROP TABLE export_rows;
+        ALTER TABLE export_rows_v13 RENAME TO export_rows;
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -406,6 +429,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         12,
         "votes, battles and tags: numbered in write order; export batches keep a watermark",
         _number_votes,
+    ),
+    Migration(
+        13, "export_rows: no primary key (a plan assigns each row once)", _drop_export_rows_key
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
