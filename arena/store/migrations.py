@@ -381,7 +381,7 @@ def _drop_export_rows_key(con: DuckDBPyConnection) -> None:
     # holds (votes above the last watermark, or not matched yet; snapshots, deletions and direct
     # chats not matched yet), one job at a time (arena.export.push.EXPORT_LOCK), and a restore
     # writes each published row once. Its index cost a first batch of 1M votes 2 s of its plan
-    # (0.4 s without), and a restore of 1M about 1 s of key building. DuckDB cannot drop a
+    # (0.4 s without), and a restore of 1M 0.6-2.2 s of key building. DuckDB cannot drop a
     # constraint: the table is rebuilt.
     kinds = ", ".join(f"'{kind}'" for kind in EXPORT_KINDS_V7)
     con.execute(
