@@ -8,6 +8,7 @@ read back with DuckDB and the ``datasets`` library.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import datasets
@@ -293,6 +294,33 @@ def test_published_chats_come_back_after_a_wipe_with_their_feedback(
                 chat.id, session_id=store_session(store, chat.id), message_id=message,
                 aspect="comment", value="late",
             )  # fmt: skip
+
+
+def test_a_chat_a_crashed_compaction_left_twice_comes_back_once(tmp_path: Path):
+    folder = tmp_path / "dataset"
+    with Store.open(tmp_path / "before") as store:
+        chat = Chat(store, "s1")
+        (first,) = chat.turn("Capital of France?", "Lyon.")
+        chat.feedback(first, "rating", "like")
+        chat.end()
+        play(store, "b1", session_id="voter")
+        Exporter(store, LocalFolder(folder), license_id="cc-by-4.0").push()
+    # A merged shard written next to the shards it merges, which were never removed.
+    for config in ("battles", "conversations", "feedback"):
+        shard = folder / "data" / config / "batch-00000001.parquet"
+        shutil.copy(shard, shard.with_name("batch-00000001-compacted.parquet"))
+
+    with Store.open(tmp_path / "after") as store:
+        assert restore_store(store, LocalFolder(folder)).votes == 1
+        with store.cursor() as cursor:
+            messages = cursor.execute(
+                "SELECT role, content FROM messages WHERE conversation_id = ? "
+                "ORDER BY turn, role DESC",
+                [chat.id],
+            ).fetchall()
+        assert messages == [("user", "Capital of France?"), ("assistant", "Lyon.")]
+        events = [(e["aspect"], e["value"]) for e in store.feedback_events(chat.id)]
+        assert events == [("rating", "like")]
 
 
 def _ids(store: Store, conversation: str):

@@ -290,7 +290,8 @@ CREATE OR REPLACE TEMP TABLE restore_feedback (
 
 def restore_statements(batch_of_file: str) -> list[str]:
     """SQL that brings back published direct chats, after `arena.export.restore` has loaded and
-    deduplicated ``restore_conversations`` (minus deleted ids) and ``restore_feedback``.
+    deduplicated ``restore_conversations`` (minus deleted ids, without the message lists) and
+    ``restore_feedback``; ``$conversations`` is the list of the conversations config's files.
 
     Each author comes back as the session named after their pseudonym, sharing (they shared
     these chats); the chats come back ended and exported, so they are never exported again, and
@@ -305,9 +306,14 @@ def restore_statements(batch_of_file: str) -> list[str]:
         SELECT * FROM restore_feedback
         QUALIFY row_number() OVER (PARTITION BY conversation_id, event_index) = 1
         """,
+        # Their message lists from the files (``$conversations``), from the copy of each chat
+        # that restore_conversations kept.
         """
         CREATE OR REPLACE TEMP TABLE restore_direct AS
-        SELECT * FROM restore_conversations WHERE mode = 'direct'
+        SELECT c.*, f.messages FROM restore_conversations c
+        JOIN read_parquet($conversations, filename = true, union_by_name = true) f
+            ON f.conversation_id = c.conversation_id AND f.filename = c.filename
+        WHERE c.mode = 'direct' AND f.mode = 'direct'
         """,
         """
         INSERT INTO sessions (id)

@@ -100,6 +100,7 @@ def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str
     # for configs newer than the dataset. Signals are not restored: the signals job labels the
     # restored turns again (from their scrubbed text).
     batches: dict[int, dict[str, int]] = {}
+    duplicated: set[str] = set()
     for config in CONFIGS:
         paths = [str(p) for name, p in files.items() if name.startswith(f"data/{config}/")]
         if not paths:  # a config added after this dataset was last published
@@ -119,9 +120,20 @@ def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str
             "FROM read_parquet($paths, filename = true, union_by_name = true)",
             {"paths": paths},
         ).fetchall()
-        _drop_duplicates(cursor, config)
-    for sql in [*_RESTORE, *direct.restore_statements(_BATCH_OF_FILE)]:
-        cursor.execute(sql, {"target": target} if "$target" in sql else None).fetchall()
+        if _drop_duplicates(cursor, config):
+            duplicated.add(config)
+    statements = [
+        *_RESTORE_SIDES,
+        _battle_messages(repeated="conversations" in duplicated),
+        *_RESTORE_REST,
+        *direct.restore_statements(_BATCH_OF_FILE),
+    ]
+    conversations = [str(p) for name, p in files.items() if name.startswith("data/conversations/")]
+    for sql in statements:
+        parameters = {"target": target, "conversations": conversations}
+        cursor.execute(
+            sql, {k: v for k, v in parameters.items() if f"${k}" in sql} or None
+        ).fetchall()
     # Restored votes are numbered 0 and every later vote above it: watermark 0 lets the next
     # plan read only the votes written after the restore, not match them all against export_rows.
     for batch, counts in sorted(batches.items()):
@@ -151,7 +163,10 @@ _READ = {
     # The lists of conversation_a/b are the latest attempts of the conversations config's
     # messages (and empty when withheld): read every other column, not them.
     "battles": "* EXCLUDE (conversation_a, conversation_b)",
-    "conversations": "*",
+    # The message lists are read straight from the files where they are stored
+    # (`_battle_messages`, `arena.export.direct.restore_statements`): a table of them all cost a
+    # copy of every text (1M votes: 2.4 GB).
+    "conversations": "* EXCLUDE (messages)",
     "leaderboard": "*",
     "deletions": "*",
     "feedback": "*",
@@ -161,13 +176,14 @@ _READ = {
 _KEYS = {"battles": "question_id", "conversations": "conversation_id", "leaderboard": "snapshot_id"}
 
 
-def _drop_duplicates(cursor: duckdb.DuckDBPyConnection, config: str) -> None:
+def _drop_duplicates(cursor: duckdb.DuckDBPyConnection, config: str) -> bool:
     """Keep one row per key: a local compaction that crashed between writing its merged shard
     and removing the old ones leaves rows twice. Checked first on the key alone, since rewriting
-    a table of message lists costs more than the rest of the restore."""
+    a table of message lists costs more than the rest of the restore. Returns whether any
+    repeated."""
     key = _KEYS.get(config)
     if key is None:
-        return
+        return False
     [(duplicated,)] = cursor.execute(
         f"SELECT count(*) > count(DISTINCT {key}) FROM restore_{config}"
     ).fetchall()
@@ -176,6 +192,7 @@ def _drop_duplicates(cursor: duckdb.DuckDBPyConnection, config: str) -> None:
             f"CREATE OR REPLACE TEMP TABLE restore_{config} AS SELECT * FROM restore_{config} "
             f"QUALIFY row_number() OVER (PARTITION BY {key}) = 1"
         ).fetchall()
+    return bool(duplicated)
 
 
 def _batch_of(column: str) -> str:
@@ -187,7 +204,33 @@ _BATCH_OF_FILE = _batch_of("filename")
 
 _RESTORED_ID = "'r' || to_base(nextval('restored_ids'), 36)"
 
-_RESTORE = [
+
+def _battle_messages(*, repeated: bool) -> str:
+    """SQL: the restored battles' messages, unnested straight from the conversations config's
+    files (``$conversations``); deleted battles are not in restore_battles. Where conversations
+    ``repeated`` (in two files), only the copy `_drop_duplicates` kept."""
+    kept = (
+        "SEMI JOIN restore_conversations k "
+        "ON k.conversation_id = f.conversation_id AND k.filename = f.filename"
+        if repeated
+        else ""
+    )
+    return f"""
+    INSERT INTO messages (id, conversation_id, turn, attempt, role, content, created_at, model,
+        finished, error_kind, seq)
+    SELECT {_RESTORED_ID}, c.conversation_id, m.turn, m.attempt, m.role, m.content,
+        to_timestamp(m.tstamp), CASE WHEN m.role = 'assistant' THEN c.model END,
+        CASE WHEN m.role = 'assistant' THEN m.finished END, m.error_kind, 0
+    FROM (
+        SELECT f.conversation_id, f.model, unnest(f.messages) AS m
+        FROM read_parquet($conversations, filename = true, union_by_name = true) f
+        {kept}
+        WHERE f.question_id IN (SELECT question_id FROM restore_battles)
+    ) c
+    """
+
+
+_RESTORE_SIDES = [
     # Deleted battles stay deleted, even while earlier shards still hold them.
     """
     INSERT INTO deletions SELECT DISTINCT question_id, to_timestamp(tstamp) FROM restore_deletions
@@ -209,7 +252,7 @@ _RESTORE = [
     FROM restore_battles GROUP BY judge
     """,
     # Conversations that were published keep their ids; withheld ones get ids of their own. No
-    # message lists here: the published ones are unnested straight from restore_conversations.
+    # message lists here: the published ones are unnested straight from the files.
     """
     CREATE OR REPLACE TEMP TABLE restore_sides AS
     SELECT b.question_id, s.side, 'restored-' || b.judge AS session_id,
@@ -245,17 +288,10 @@ _RESTORE = [
     """
     CREATE OR REPLACE TEMP SEQUENCE restored_ids
     """,
-    f"""
-    INSERT INTO messages (id, conversation_id, turn, attempt, role, content, created_at, model,
-        finished, error_kind, seq)
-    SELECT {_RESTORED_ID}, c.conversation_id, m.turn, m.attempt, m.role, m.content,
-        to_timestamp(m.tstamp), CASE WHEN m.role = 'assistant' THEN c.model END,
-        CASE WHEN m.role = 'assistant' THEN m.finished END, m.error_kind, 0
-    FROM (
-        SELECT conversation_id, model, unnest(messages) AS m FROM restore_conversations
-        WHERE question_id IN (SELECT question_id FROM restore_battles)
-    ) c
-    """,
+]
+"""Filling the store from the scratch tables, up to the battles' messages (`_battle_messages`)."""
+
+_RESTORE_REST = [
     # Withheld text: each turn comes back as an empty prompt and reply, failed if the battle had
     # a failure, so the vote is rated (or filtered) exactly as before.
     f"""
@@ -294,3 +330,5 @@ _RESTORE = [
     FROM restore_deletions
     """,
 ]
+"""After the battles' messages: withheld turns, votes, tags, leaderboards, and the marks of what
+the target holds."""
