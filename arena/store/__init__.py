@@ -242,21 +242,24 @@ class Store:
             cursor.commit()
 
     @contextmanager
-    def bulk_load(self, tables: Sequence[str]) -> Iterator[duckdb.DuckDBPyConnection]:
+    def bulk_load(
+        self, tables: Sequence[str], *, unique_columns: Collection[str] = ()
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A transaction to fill ``tables`` with millions of rows: their keys are built after it.
 
         Inside the block the tables have no primary keys, UNIQUE constraints or indexes (their
         other constraints hold); at its end, rows that would break a key raise `DuplicateKeys`
         and nothing of the block is written. Otherwise it commits, and the keys and indexes are
         added back before this returns (see `arena.store.bulk` for why and what it saves). Only
-        while nothing else writes to these tables.
+        while nothing else writes to these tables. ``unique_columns`` (``table.column``): those
+        the block fills only with values that cannot repeat; a key on one alone goes unchecked.
         """
         with self._new_cursor() as cursor:
             cursor.begin()
             try:
                 bulk.drop_keys(cursor, tables)
                 yield cursor
-                bulk.check_keys(cursor)
+                bulk.check_keys(cursor, unique_columns)
             except BaseException:
                 cursor.rollback()
                 raise

@@ -16,7 +16,7 @@ its keys a table takes duplicates, and a duplicate written meanwhile would stop 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict
 
@@ -72,14 +72,20 @@ def drop_keys(cursor: DuckDBPyConnection, tables: Sequence[str]) -> list[TableKe
     return keys
 
 
-def check_keys(cursor: DuckDBPyConnection) -> None:
-    """Raise `DuplicateKeys` if rows in the keyless tables would break a key of the marker."""
+def check_keys(cursor: DuckDBPyConnection, unique_columns: Collection[str] = ()) -> None:
+    """Raise `DuplicateKeys` if rows in the keyless tables would break a key of the marker.
+
+    A key on one of ``unique_columns`` (``table.column``) alone is not checked: the caller
+    filled that column only with values that cannot repeat (a sequence's, ``uuid()``'s)."""
     for table_keys in _pending(cursor):
+        table = table_keys["table"]
         for key in table_keys["constraints"]:
+            (first, *others) = key["columns"]
+            if not others and f"{table}.{first}" in unique_columns:
+                continue
             listed = ", ".join(_quote(name) for name in key["columns"])
             # As UNIQUE does, NULLs never collide.
             not_null = " AND ".join(f"{_quote(name)} IS NOT NULL" for name in key["columns"])
-            table = table_keys["table"]
             repeated = cursor.execute(
                 f"SELECT count(*) OVER (), ({listed})::VARCHAR FROM {_quote(table)} "
                 f"WHERE {not_null} GROUP BY {listed} HAVING count(*) > 1 LIMIT 1"
