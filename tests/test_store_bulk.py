@@ -154,7 +154,7 @@ def test_a_duplicate_in_a_unique_key_of_several_columns_is_found(store: Store) -
 
 def test_a_key_on_a_column_vouched_unique_is_not_checked(store: Store) -> None:
     # The restore fills messages.id and votes.id with ids of its own that cannot repeat:
-    # checking them cost 0.6 s at 1M votes. Every other key is still checked.
+    # checking them cost a 1M-vote restore 0.4 s. Every other key is still checked.
     with store.cursor() as cursor:
         cursor.begin()
         bulk.drop_keys(cursor, BULK_TABLES)

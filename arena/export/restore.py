@@ -106,8 +106,11 @@ def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str
     # restored turns again (from their scrubbed text).
     batches: dict[int, dict[str, int]] = {}
     duplicated: set[str] = set()
+    shards: dict[str, list[str]] = {}
     for config in CONFIGS:
-        paths = [str(p) for name, p in files.items() if name.startswith(f"data/{config}/")]
+        paths = shards[config] = [
+            str(p) for name, p in files.items() if name.startswith(f"data/{config}/")
+        ]
         if not paths:  # a config added after this dataset was last published
             if config in direct.CONFIGS:
                 cursor.execute(direct.EMPTY_FEEDBACK).fetchall()
@@ -133,8 +136,7 @@ def _load(cursor: duckdb.DuckDBPyConnection, files: dict[str, Path], target: str
         *_RESTORE_REST,
         *direct.restore_statements(_BATCH_OF_FILE),
     ]
-    conversations = [str(p) for name, p in files.items() if name.startswith("data/conversations/")]
-    parameters = {"target": target, "conversations": conversations}
+    parameters = {"target": target, "conversations": shards["conversations"]}
     for sql in statements:
         cursor.execute(
             sql, {k: v for k, v in parameters.items() if f"${k}" in sql} or None
