@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from arena.export import CONFIGS, Exporter, LocalFolder, shard_path
+from arena.export.lists import ORDER
 from arena.export.terms import TERMS_VERSION
 from arena.replies import Reply
 from arena.store import LeaderboardSnapshot, Store
@@ -147,6 +148,39 @@ def test_a_push_writes_every_config_and_a_card_that_datasets_loads(
         "conversation_b", "turn", "anony", "language", "tstamp", "category_tags",
     }  # fmt: skip
     assert battle["conversation_a"][1] == {"role": "assistant", "content": "Paris."}
+
+
+def test_the_battle_configs_are_written_in_their_documented_order(
+    store: Store, exporter: Exporter, tmp_path: Path
+) -> None:
+    # Battles started one after the other, played in reverse: the order of the files follows
+    # the times and ids, not the order the store wrote the replies or votes in.
+    store.record_session("s1", ip_hash=None, username=None)
+    store.record_consent("s1", share=True, terms_version=TERMS_VERSION)
+    started = {
+        battle_id: store.start_battle(
+            battle_id=battle_id, session_id="s1", model_a="alpha", model_b="beta"
+        )
+        for battle_id in ("b1", "b2", "b3", "b4")
+    }
+    for battle_id, sides in reversed(started.items()):
+        for conversation, model in zip(sides, ("alpha", "beta"), strict=True):
+            store.add_user_message(conversation, turn=0, content=f"{battle_id}?")
+            reply = Reply(model=model, text=f"{model} on {battle_id}", finished=True)
+            store.add_reply(conversation, turn=0, attempt=0, reply=reply, parameters={})
+        store.record_vote(
+            battle_id=battle_id,
+            session_id="s1",
+            winner=Winner.MODEL_B,
+            username=None,
+            ip_hash=None,
+        )
+
+    exporter.push()
+
+    for config, keys in ORDER.items():
+        found = [tuple(row[key] for key in keys) for row in rows(tmp_path / "dataset", config)]
+        assert len(found) >= 4 and found == sorted(found), config
 
 
 def test_each_push_publishes_only_the_new_rows_in_a_new_shard(

@@ -133,11 +133,13 @@ class BattleLists:
         rows = pa.array(order)
         self._turn = pa.array(turn)
         self._attempt = pa.array(attempt[order])
-        self._role = _array(messages, "role").take(rows)
-        self._content = _array(messages, "content", _TEXT).take(rows)
-        self._finished = _array(messages, "finished").take(rows)
-        self._error_kind = _array(messages, "error_kind").take(rows)
-        self._tstamp = _array(messages, "tstamp").take(rows)
+        # Gathered across DuckDB's chunks (one per thread): concatenating them first copied
+        # every text once more (1M votes: 0.2-0.7 s).
+        self._role = _gathered(messages.column("role"), rows)
+        self._content = _gathered(messages.column("content").cast(_TEXT), rows)
+        self._finished = _gathered(messages.column("finished"), rows)
+        self._error_kind = _gathered(messages.column("error_kind"), rows)
+        self._tstamp = _gathered(messages.column("tstamp"), rows)
         # An attempt is the latest of its turn and role when the next row is of another one.
         latest = np.ones(len(position), dtype=bool)
         latest[:-1] = (
@@ -354,14 +356,17 @@ def write(table: pa.Table, path: Path) -> None:
             writer.write_table(table, row_group_size=_ROW_GROUP)
 
 
-def _array(table: pa.Table, name: str, kind: pa.DataType | None = None) -> pa.Array:
-    """A column as one array (of type ``kind`` if given)."""
+def _array(table: pa.Table, name: str) -> pa.Array:
+    """A column as one array."""
     column = table.column(name)
-    if kind is not None:
-        column = column.cast(kind)
     if column.num_chunks == 0:
         return pa.array([], column.type)
     return pa.concat_arrays(column.chunks)
+
+
+def _gathered(column: pa.ChunkedArray, rows: pa.Array) -> pa.Array:
+    """``column``'s values at ``rows``, as one array."""
+    return column.take(rows).combine_chunks()
 
 
 def _numpy(array: pa.Array) -> np.ndarray:

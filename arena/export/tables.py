@@ -76,16 +76,17 @@ WHERE m.seq >= $since AND p.text_shared AND m.scrubbed_by IS DISTINCT FROM $vers
 """
 
 _SIDES = """
--- The conversations of the batch's battles, numbered in the conversations config's order:
--- arena.export.lists sorts the messages by this position, so each conversation's list is a
--- range of rows.
+-- The conversations of the batch's battles, stored in the conversations config's order, so
+-- that a row's rowid is its position in that order: arena.export.lists sorts the messages by
+-- this position, so each conversation's list is a range of rows. (A window's row_number()
+-- carried every column through its sort: 2.0-2.7 s at 1M votes, against 0.9-1.3 s.)
 CREATE OR REPLACE TEMP TABLE export_sides AS
-SELECT (row_number() OVER (ORDER BY epoch(c.created_at), c.id) - 1)::INTEGER AS position,
-    c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model, v.judge,
+SELECT c.id AS conversation_id, c.battle_id AS question_id, c.mode, c.side, c.model, v.judge,
     v.winner AS battle_winner, v.language, epoch(c.created_at) AS tstamp, v.text_shared, c.seq
 FROM conversations c
 JOIN export_votes v ON v.battle_id = c.battle_id
 WHERE c.seq >= $battles_from
+ORDER BY tstamp, conversation_id
 """
 
 _SINCE = """
@@ -104,7 +105,7 @@ def _messages(scrubbed_here: bool) -> str:
     content = _CONTENT if scrubbed_here else _CONTENT.replace("ELSE s.content END", "END")
     join = "LEFT JOIN export_scrubbed s ON s.id = m.id" if scrubbed_here else ""
     return f"""
-    SELECT p.position, m.turn, m.role <> 'user' AS reply, m.attempt, m.role,
+    SELECT p.rowid AS position, m.turn, m.role <> 'user' AS reply, m.attempt, m.role,
         CASE WHEN p.text_shared THEN {content} END AS content, m.finished, m.error_kind,
         epoch(m.created_at) AS tstamp
     FROM messages m
@@ -116,7 +117,7 @@ def _messages(scrubbed_here: bool) -> str:
 
 _BATTLE_ROWS = """
 SELECT v.battle_id AS question_id, v.model_a, v.model_b, v.winner, v.judge,
-    a.position AS position_a, b.position AS position_b, v.anony, v.language,
+    a.rowid AS position_a, b.rowid AS position_b, v.anony, v.language,
     epoch(v.created_at) AS tstamp, coalesce(v.tags, []::VARCHAR[]) AS category_tags, v.text_shared
 FROM export_votes v
 LEFT JOIN export_sides a ON a.question_id = v.battle_id AND a.side = 'a'
@@ -183,18 +184,20 @@ def write_batch(
         scrubbed = _scrub_missing(cursor, since)
         cursor.register("export_scrubbed", scrubbed)
         battle_lists = lists.BattleLists(
-            _arrow(cursor, "SELECT * EXCLUDE (position, seq) FROM export_sides ORDER BY position"),
+            _arrow(cursor, "SELECT * EXCLUDE (seq) FROM export_sides"),
             _arrow(cursor, _messages(scrubbed.num_rows > 0), version | {"since": since}),
         )
         battles = battle_lists.battles(_arrow(cursor, _BATTLE_ROWS))
         direct.prepare(cursor, target=target, batch=batch, salt=salt)
         _run(cursor, _SIGNAL_TEXT, version | {"since": since})
         signals.prepare(cursor)
+        # Longest first, so that two threads finish together: per 1M votes, the conversations
+        # take about 3 s, unpaired and battles 2 s each, preference 1 s.
         built = {
             "conversations": battle_lists.conversations,
+            "unpaired": battles.unpaired,
             "battles": battles.table,
             "preference": battles.preference,
-            "unpaired": battles.unpaired,
         }
         beside = {config: _beside_battles(cursor, config) for config in built}
         counts: dict[str, int] = {}
