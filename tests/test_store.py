@@ -936,3 +936,54 @@ def test_migrating_a_version_12_file_keeps_the_batches_rows_without_a_key(
         assert keys == []
         with pytest.raises(duckdb.ConstraintException):
             con.execute("INSERT INTO export_rows VALUES ('local', 'nonsense', 'x', 3)")
+
+
+def test_migrating_a_version_13_file_keeps_messages_with_their_slot_key_only(
+    tmp_path: Path,
+) -> None:
+    # Migration 14. Nothing looks a message up by its id, so its primary key (a restore's third
+    # messages key to build, 2.0-2.5 s at 4M messages) goes; the slot key, the guard against
+    # two writers, the CHECKs, the index and the latest_messages view stay.
+    path = tmp_path / "arena.duckdb"
+    with duckdb.connect(str(path)) as con:
+        assert migrate(con, path, MIGRATIONS[:13]) == 13
+        con.execute(
+            "INSERT INTO messages (id, conversation_id, turn, attempt, role, content, model, "
+            "finished, content_scrubbed, scrubbed_by) VALUES "
+            "('m1', 'c1', 0, 0, 'user', 'hi', NULL, NULL, NULL, 'v1'), "
+            "('m2', 'c1', 0, 0, 'assistant', 'mail a@b.c', 'alpha', true, 'mail <EMAIL>', 'v1'), "
+            "('m3', 'c1', 0, 1, 'assistant', 'again', 'alpha', false, NULL, 'v1')"
+        )
+        before = con.execute("SELECT * FROM messages ORDER BY id").fetchall()
+        assert migrate(con, path) == LATEST_VERSION
+        assert con.execute("SELECT * FROM messages ORDER BY id").fetchall() == before
+        keys = con.execute(
+            "SELECT constraint_text FROM duckdb_constraints() WHERE table_name = 'messages' "
+            "AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+        ).fetchall()
+        assert keys == [('UNIQUE(conversation_id, turn, "role", attempt)',)]
+        indexes = con.execute(
+            "SELECT expressions FROM duckdb_indexes() WHERE index_name = 'messages_conversation'"
+        ).fetchall()
+        assert indexes == [("[conversation_id]",)]
+        latest = con.execute("SELECT id FROM latest_messages ORDER BY id").fetchall()
+        assert latest == [("m1",), ("m3",)]
+        # New rows are numbered after the old ones, and a slot still takes one message.
+        con.execute(
+            "INSERT INTO messages (id, conversation_id, turn, attempt, role, content) "
+            "VALUES ('m4', 'c1', 1, 0, 'user', 'next')"
+        )
+        [(old, new)] = con.execute(
+            "SELECT max(seq) FILTER (id <> 'm4'), max(seq) FILTER (id = 'm4') FROM messages"
+        ).fetchall()
+        assert new > old
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute(
+                "INSERT INTO messages (id, conversation_id, turn, attempt, role, content) "
+                "VALUES ('m5', 'c1', 1, 0, 'user', 'twice')"
+            )
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute(
+                "INSERT INTO messages (id, conversation_id, turn, attempt, role, content) "
+                "VALUES ('m6', 'c1', 2, 1, 'user', 'a user turn has one attempt')"
+            )

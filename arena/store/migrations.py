@@ -399,6 +399,52 @@ def _drop_export_rows_key(con: DuckDBPyConnection) -> None:
     )
 
 
+def _drop_message_id_key(con: DuckDBPyConnection) -> None:
+    # Nothing looks a message up by its id (the store reads messages by conversation, through
+    # messages_conversation; other tables join on ids in bulk), and every id is a uuid4 or, in
+    # a restore, a number from a sequence: the primary key only cost time. Building it was a
+    # restore's third messages key (2.0-2.5 s at 4M messages), on the critical path, and every
+    # message written paid an ART insert. The slot key (conversation, turn, role, attempt), the
+    # guard against two writers, stays. DuckDB cannot drop a constraint: the table is rebuilt,
+    # its rows, CHECKs, UNIQUE and index kept.
+    con.execute(
+        """
+        CREATE TABLE messages_v14 (
+            id VARCHAR NOT NULL,
+            conversation_id VARCHAR NOT NULL,
+            turn INTEGER NOT NULL CHECK (turn >= 0),
+            attempt INTEGER NOT NULL CHECK (attempt >= 0),
+            role VARCHAR NOT NULL CHECK (role IN ('user', 'assistant')),
+            content VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            model VARCHAR,
+            parameters JSON,
+            ttft_ms DOUBLE,
+            total_ms DOUBLE,
+            tokens INTEGER,
+            finish_reason VARCHAR,
+            error_kind VARCHAR,
+            error_message VARCHAR,
+            error_status INTEGER,
+            finished BOOLEAN,
+            content_scrubbed VARCHAR,
+            scrubbed_by VARCHAR,
+            seq BIGINT NOT NULL DEFAULT nextval('write_order'),
+            UNIQUE (conversation_id, turn, role, attempt),
+            CHECK (role = 'assistant' OR attempt = 0),
+            CHECK ((role = 'assistant') = (model IS NOT NULL AND finished IS NOT NULL))
+        );
+        INSERT INTO messages_v14 SELECT id, conversation_id, turn, attempt, role, content,
+            created_at, model, parameters, ttft_ms, total_ms, tokens, finish_reason, error_kind,
+            error_message, error_status, finished, content_scrubbed, scrubbed_by, seq
+        FROM messages;
+        DROP TABLE messages;
+        ALTER TABLE messages_v14 RENAME TO messages;
+        CREATE INDEX messages_conversation ON messages (conversation_id);
+        """
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "settings, sessions, battles, conversations, messages and votes", _create_tables),
     Migration(2, "latest_messages: the latest attempt of every turn", _create_latest_messages),
@@ -433,6 +479,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         13, "export_rows: no primary key (a plan assigns each row once)", _drop_export_rows_key
     ),
+    Migration(14, "messages: no primary key on their ids (never looked up)", _drop_message_id_key),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
