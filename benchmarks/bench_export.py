@@ -7,7 +7,8 @@ same work: every message goes through `arena.pii.scrub` (on both cores, timed an
 the write path's cost, which the live app pays one message at a time), and its copy is stored
 as the store would. Then it times:
 
-- write path: what storing one message costs through the store's methods, and the scrub's part;
+- write path: what storing one message costs through the store's methods, and the scrub's part,
+  on an empty store and again on the full one;
 - full export: the first push of all N votes to a local folder (every config, no scrub left);
 - full export of rows without a scrubbed copy (written before migration 6): a second store
   filled the old way, scrubbed by the export on both cores;
@@ -146,25 +147,32 @@ def fill(store: Store, start: int, count: int, *, scrubbed: bool = True) -> floa
     return scrub_s
 
 
-def write_path(root: Path, battles: int = 500) -> tuple[float, float]:
-    """Microseconds per message through the store's own methods, and of them the scrub's."""
-    with Store.open(root) as store:
-        store.record_session("s", ip_hash=None, username=None)
-        started = time.perf_counter()
-        for index in range(battles):
-            sides = store.start_battle(
-                battle_id=f"b{index}", session_id="s", model_a="alpha", model_b="beta"
-            )
-            for conversation, model in zip(sides, ("alpha", "beta"), strict=True):
-                store.add_user_message(conversation, turn=0, content=PROMPT.format(i=index))
-                reply = Reply(model=model, text=REPLY.format(i=index), finished=True)
-                store.add_reply(conversation, turn=0, attempt=0, reply=reply, parameters={})
-        stored = (time.perf_counter() - started) / (4 * battles)
+def write_path(store: Store, battles: int = 500) -> float:
+    """Microseconds per message through the store's own methods: ``battles`` new one-turn
+    battles, a prompt and a reply on each side (the direct chat writes its messages this way)."""
+    store.record_session("write-path", ip_hash=None, username=None)
+    started = time.perf_counter()
+    for index in range(battles):
+        sides = store.start_battle(
+            battle_id=f"write-path-{index}",
+            session_id="write-path",
+            model_a="alpha",
+            model_b="beta",
+        )
+        for conversation, model in zip(sides, ("alpha", "beta"), strict=True):
+            store.add_user_message(conversation, turn=0, content=PROMPT.format(i=index))
+            reply = Reply(model=model, text=REPLY.format(i=index), finished=True)
+            store.add_reply(conversation, turn=0, attempt=0, reply=reply, parameters={})
+    return (time.perf_counter() - started) / (4 * battles) * 1e6
+
+
+def scrub_us(battles: int = 500) -> float:
+    """Microseconds of `arena.pii.scrub` per message of the write path's battles."""
     texts = [t.format(i=i) for i in range(battles) for t in (PROMPT, REPLY)]
     started = time.perf_counter()
     for text in texts:
         pii.scrub(text)
-    return stored * 1e6, (time.perf_counter() - started) / len(texts) * 1e6
+    return (time.perf_counter() - started) / len(texts) * 1e6
 
 
 def timed(label: str, action) -> float:
@@ -183,10 +191,12 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        stored_us, scrub_us = write_path(root / "write-path")
+        with Store.open(root / "write-path") as empty:
+            stored_us = write_path(empty)
+        scrubbed_us = scrub_us()
         print(
             f"{'write path: one message through the store':<48} {stored_us:8.0f} µs   "
-            f"of which arena.pii.scrub {scrub_us:.1f} µs (one core)"
+            f"of which arena.pii.scrub {scrubbed_us:.1f} µs (one core)"
         )
         with Store.open(root / "data") as store:
             fill_scrub = [0.0]
@@ -202,6 +212,12 @@ def main() -> None:
             full = timed(f"full export ({votes:,} votes, every config)", exporter.push)
             fill(store, votes, extra)
             incremental = timed(f"incremental export (+{extra:,} votes)", exporter.push)
+            # What a message costs to store grows with the store only where a check scans it.
+            stored_full_us = write_path(store, battles=100)
+            print(
+                f"{f'write path on the store of {votes + extra:,} votes':<48} "
+                f"{stored_full_us:8.0f} µs   one message ({stored_us:.0f} µs on an empty store)"
+            )
         small_votes = max(extra, votes // 10)
         with Store.open(root / "small") as small:
             fill(small, 0, small_votes)
@@ -235,7 +251,8 @@ def main() -> None:
     print(f"restore:                       {restore:6.2f} s")
     print(
         f"write-path scrub of the {4 * votes:,} messages: {fill_scrub[0]:.2f} s on both cores "
-        f"(within the fill's {fill_s:.2f} s; the app pays it per message, {scrub_us:.1f} µs each)"
+        f"(within the fill's {fill_s:.2f} s; the app pays it per message, "
+        f"{scrubbed_us:.1f} µs each)"
     )
     print(f"full export of rows without scrubbed copies: {unscrubbed:.2f} s")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
