@@ -179,6 +179,20 @@ def test_refused_feedback_stores_nothing_and_says_why(store):
             )
     assert rows(store, "SELECT count(*) FROM feedback_events") == [(0,)]
 
+    # Feedback is for direct chats: a battle side of the same session takes none.
+    side_a, _ = store.start_battle(
+        battle_id="b1", session_id=ME.session_id, model_a="m", model_b="m2"
+    )
+    store.add_user_message(side_a, turn=0, content="Hello")
+    battle_reply = store.add_reply(
+        side_a, turn=0, attempt=0, reply=Reply(model="m", text="Hi", finished=True), parameters={}
+    )
+    with pytest.raises(RecordRejected):
+        store.add_feedback(
+            side_a, session_id=ME.session_id, message_id=battle_reply, aspect="rating", value="like"
+        )
+    assert rows(store, "SELECT count(*) FROM feedback_events") == [(0,)]
+
 
 def store_user_message_id(store: Store, chat) -> str:
     return rows(

@@ -872,13 +872,21 @@ class Store:
         with self._cursor() as cursor:
             try:
                 row = cursor.execute(
-                    """
+                    f"""
                     INSERT INTO feedback_events (id, conversation_id, message_id, session_id,
                         aspect, value)
-                    SELECT $id, c.id, m.id, c.session_id, $aspect, $value
-                    FROM conversations c JOIN messages m ON m.conversation_id = c.id
-                    WHERE c.id = $conversation AND c.session_id = $session AND c.mode = 'direct'
-                        AND m.id = $message AND m.role = 'assistant'
+                    SELECT $id, c.id, $message, c.session_id, $aspect, $value
+                    FROM conversations c
+                    WHERE c.id = $conversation
+                        -- Checked in lookups by id, not as filters on c (see _BY_CONVERSATION).
+                        AND (
+                            SELECT count(*) FILTER (k.session_id = $session AND k.mode = 'direct')
+                            FROM conversations k WHERE k.id = $conversation
+                        ) = 1
+                        AND (
+                            SELECT count(*) FILTER (m.id = $message AND m.role = 'assistant')
+                            FROM messages m WHERE {_BY_CONVERSATION}
+                        ) = 1
                         AND c.id NOT IN (SELECT conversation_id FROM conversation_ends)
                         AND c.id NOT IN (SELECT row_id FROM export_rows WHERE kind = 'direct')
                     RETURNING id
