@@ -229,6 +229,14 @@ def test_an_ended_or_published_chat_takes_no_more_changes(store):
         asyncio.run(drain(svc.send(open_chat, "still there?", ME)))
     assert open_chat.phase is ChatPhase.ENDED
     assert rows(store, "SELECT count(*) FROM messages WHERE content = 'still there?'") == [(0,)]
+    with pytest.raises(RecordRejected, match="published"):
+        store.add_feedback(
+            open_chat.conversation_id,
+            session_id=ME.session_id,
+            message_id=open_chat.reply_id(1),
+            aspect="rating",
+            value="like",
+        )
 
 
 def test_only_offered_models_can_be_chatted_with(store):

@@ -544,14 +544,12 @@ class Store:
                 cursor,
                 f"""
                 INSERT INTO messages (id, conversation_id, turn, attempt, role, {_REPLY_COLUMNS})
-                SELECT $id, c.id, $turn, $attempt, 'assistant', $content, $model, $parameters,
-                    $ttft_ms, $total_ms, $tokens, $finish_reason, $error_kind, $error_message,
-                    $error_status, $finished, $scrubbed, $scrubbed_by
-                FROM conversations c
-                WHERE c.id = $conversation
-                    -- Not c.model: a second filter on the scan of c would read every
-                    -- conversation (see _BY_CONVERSATION).
-                    AND $model = (SELECT k.model FROM conversations k WHERE k.id = $conversation)
+                SELECT $id, $conversation, $turn, $attempt, 'assistant', $content, $model,
+                    $parameters, $ttft_ms, $total_ms, $tokens, $finish_reason, $error_kind,
+                    $error_message, $error_status, $finished, $scrubbed, $scrubbed_by
+                -- The conversation looked up by its id alone: with c.model = $model beside it,
+                -- the scan would read every conversation (see _BY_CONVERSATION).
+                WHERE $model = (SELECT c.model FROM conversations c WHERE c.id = $conversation)
                     AND (
                         SELECT count(*) FILTER (m.turn = $turn AND m.role = 'user')
                         FROM messages m WHERE {_BY_CONVERSATION}
@@ -875,20 +873,25 @@ class Store:
                     f"""
                     INSERT INTO feedback_events (id, conversation_id, message_id, session_id,
                         aspect, value)
-                    SELECT $id, c.id, $message, c.session_id, $aspect, $value
-                    FROM conversations c
-                    WHERE c.id = $conversation
-                        -- Checked in lookups by id, not as filters on c (see _BY_CONVERSATION).
-                        AND (
-                            SELECT count(*) FILTER (k.session_id = $session AND k.mode = 'direct')
-                            FROM conversations k WHERE k.id = $conversation
+                    SELECT $id, $conversation, $message, $session, $aspect, $value
+                    -- Each row looked up by its id alone, its checks in FILTER clauses (see
+                    -- _BY_CONVERSATION).
+                    WHERE (
+                            SELECT count(*) FILTER (c.session_id = $session AND c.mode = 'direct')
+                            FROM conversations c WHERE c.id = $conversation
                         ) = 1
                         AND (
                             SELECT count(*) FILTER (m.id = $message AND m.role = 'assistant')
                             FROM messages m WHERE {_BY_CONVERSATION}
                         ) = 1
-                        AND c.id NOT IN (SELECT conversation_id FROM conversation_ends)
-                        AND c.id NOT IN (SELECT row_id FROM export_rows WHERE kind = 'direct')
+                        AND NOT EXISTS (
+                            SELECT 1 FROM conversation_ends e
+                            WHERE e.conversation_id = $conversation
+                        )
+                        AND NOT EXISTS (
+                            SELECT 1 FROM export_rows r
+                            WHERE r.kind = 'direct' AND r.row_id = $conversation
+                        )
                     RETURNING id
                     """,
                     {
